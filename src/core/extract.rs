@@ -1,0 +1,120 @@
+//! Token extraction: the configured sources are tried in order, and the first one present in
+//! the request gives the token.
+
+use super::config::Source;
+use super::request::Request;
+use super::{cookie, query};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extracted<'c> {
+    pub token: String,
+    pub source: &'c Source,
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = value.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &value[prefix.len()..])
+}
+
+fn from_source(source: &Source, req: &Request<'_>) -> Option<String> {
+    let token = match source {
+        Source::Header { name, prefix } => req
+            .header_values(name)
+            .find_map(|v| strip_prefix_ignore_case(v, prefix))
+            .map(|t| t.trim().to_owned()),
+        Source::Query(name) => req.query.and_then(|q| query::get_param(q, name)),
+        Source::Cookie(name) => req
+            .header_values("cookie")
+            .find_map(|h| cookie::get(h, name))
+            .map(str::to_owned),
+    }?;
+    // An empty credential is no credential.
+    (!token.is_empty()).then_some(token)
+}
+
+pub fn extract<'c>(
+    sources: impl IntoIterator<Item = &'c Source>,
+    req: &Request<'_>,
+) -> Option<Extracted<'c>> {
+    sources
+        .into_iter()
+        .find_map(|source| from_source(source, req).map(|token| Extracted { token, source }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req<'a>(query: Option<&'a str>, headers: &'a [(String, String)]) -> Request<'a> {
+        Request {
+            method: "GET",
+            path: "/",
+            query,
+            headers,
+        }
+    }
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn bearer() -> Source {
+        Source::Header {
+            name: "authorization".into(),
+            prefix: "Bearer ".into(),
+        }
+    }
+
+    #[test]
+    fn header_prefix_is_case_insensitive() {
+        let sources = [bearer()];
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "Bearer  abc "] {
+            let headers = h(&[("authorization", value)]);
+            let got = extract(&sources, &req(None, &headers)).unwrap();
+            assert_eq!(got.token, "abc", "{value}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "é"] {
+            let headers = h(&[("authorization", value)]);
+            assert_eq!(extract(&sources, &req(None, &headers)), None, "{value}");
+        }
+    }
+
+    #[test]
+    fn sources_are_tried_in_order() {
+        let sources = [
+            bearer(),
+            Source::Query("access_token".into()),
+            Source::Cookie("at".into()),
+        ];
+        let headers = h(&[("cookie", "x=1; at=from-cookie")]);
+        let got = extract(
+            &sources,
+            &req(Some("a=1&access_token=from-query"), &headers),
+        )
+        .unwrap();
+        assert_eq!(got.token, "from-query");
+        assert_eq!(got.source, &sources[1]);
+        let got = extract(&sources, &req(Some("a=1"), &headers)).unwrap();
+        assert_eq!(got.token, "from-cookie");
+        let both = h(&[("authorization", "Bearer from-header"), ("cookie", "at=c")]);
+        assert_eq!(
+            extract(&sources, &req(None, &both)).unwrap().token,
+            "from-header"
+        );
+        assert_eq!(extract(&sources, &req(None, &[])), None);
+    }
+
+    #[test]
+    fn second_cookie_header_is_searched() {
+        let sources = [Source::Cookie("at".into())];
+        let headers = h(&[("cookie", "a=1"), ("cookie", "at=tok")]);
+        assert_eq!(
+            extract(&sources, &req(None, &headers)).unwrap().token,
+            "tok"
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! Rate-limit rule configuration (`rules[].rate_limits[]`). Parsed and validated at load so a
+//! bad limit never reaches traffic.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::claim_path::ClaimPath;
+use super::config::ConfigError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    Claim(ClaimPath),
+    /// Lower-case header name.
+    Header(String),
+    Ip,
+    Route,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub key: LimitKey,
+    pub requests: u64,
+    pub per_s: u64,
+    pub burst: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    key: String,
+    requests: u64,
+    per_s: u64,
+    burst: Option<u64>,
+}
+
+const MAX_REQUESTS: u64 = 1_000_000_000;
+const MAX_PERIOD_S: u64 = 86_400 * 366;
+
+impl RateLimit {
+    pub fn parse(at: &str, value: &Value) -> Result<RateLimit, ConfigError> {
+        let fail = |field: String, problem: String| ConfigError { field, problem };
+        let raw: RawRateLimit = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                at.to_owned()
+            } else {
+                format!("{at}.{path}")
+            };
+            fail(field, e.into_inner().to_string())
+        })?;
+        let key = if let Some(claim) = raw.key.strip_prefix("claim:") {
+            LimitKey::Claim(ClaimPath::parse(claim).map_err(|p| fail(format!("{at}.key"), p))?)
+        } else if let Some(header) = raw.key.strip_prefix("header:") {
+            if header.is_empty()
+                || !header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            {
+                return Err(fail(
+                    format!("{at}.key"),
+                    format!("{header:?} is not a valid header name"),
+                ));
+            }
+            LimitKey::Header(header.to_ascii_lowercase())
+        } else if raw.key == "ip" {
+            LimitKey::Ip
+        } else if raw.key == "route" {
+            LimitKey::Route
+        } else {
+            return Err(fail(
+                format!("{at}.key"),
+                format!(
+                    "{:?} is not one of claim:NAME, header:NAME, ip, route",
+                    raw.key
+                ),
+            ));
+        };
+        if raw.requests == 0 || raw.requests > MAX_REQUESTS {
+            return Err(fail(
+                format!("{at}.requests"),
+                format!("must be between 1 and {MAX_REQUESTS}"),
+            ));
+        }
+        if raw.per_s == 0 || raw.per_s > MAX_PERIOD_S {
+            return Err(fail(
+                format!("{at}.per_s"),
+                format!("must be between 1 and {MAX_PERIOD_S}"),
+            ));
+        }
+        let burst = raw.burst.unwrap_or(raw.requests);
+        if burst == 0 || burst > MAX_REQUESTS {
+            return Err(fail(
+                format!("{at}.burst"),
+                format!("must be between 1 and {MAX_REQUESTS}"),
+            ));
+        }
+        Ok(RateLimit {
+            key,
+            requests: raw.requests,
+            per_s: raw.per_s,
+            burst,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_keys_and_defaults_burst_to_requests() {
+        let r = RateLimit::parse(
+            "r",
+            &json!({"key": "claim:org.id", "requests": 5, "per_s": 60}),
+        )
+        .unwrap();
+        assert_eq!(r.key, LimitKey::Claim(ClaimPath::parse("org.id").unwrap()));
+        assert_eq!(r.burst, 5);
+        let r = RateLimit::parse(
+            "r",
+            &json!({"key": "header:X-Api-Key", "requests": 1, "per_s": 1, "burst": 3}),
+        )
+        .unwrap();
+        assert_eq!(r.key, LimitKey::Header("x-api-key".into()));
+        assert_eq!(r.burst, 3);
+        assert_eq!(
+            RateLimit::parse("r", &json!({"key": "ip", "requests": 1, "per_s": 1}))
+                .unwrap()
+                .key,
+            LimitKey::Ip
+        );
+        assert_eq!(
+            RateLimit::parse("r", &json!({"key": "route", "requests": 1, "per_s": 1}))
+                .unwrap()
+                .key,
+            LimitKey::Route
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (json!({"key": "user", "requests": 1, "per_s": 1}), "r.key"),
+            (json!({"key": "claim:", "requests": 1, "per_s": 1}), "r.key"),
+            (
+                json!({"key": "ip", "requests": 0, "per_s": 1}),
+                "r.requests",
+            ),
+            (json!({"key": "ip", "requests": 1, "per_s": 0}), "r.per_s"),
+            (
+                json!({"key": "ip", "requests": 1, "per_s": 1, "burst": 0}),
+                "r.burst",
+            ),
+            (
+                json!({"key": "ip", "requests": -1, "per_s": 1}),
+                "r.requests",
+            ),
+            (
+                json!({"key": "ip", "requests": 1, "per_s": 1, "window": 2}),
+                "r.window",
+            ),
+        ];
+        for (value, field) in cases {
+            let e = RateLimit::parse("r", &value).unwrap_err();
+            assert_eq!(e.field, field, "{value}: {e}");
+        }
+    }
+}

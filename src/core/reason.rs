@@ -1,0 +1,192 @@
+//! Why a request was denied: one precise reason for logs and stats, and the generic answer the
+//! client sees (RFC 6750). The two are kept apart so a response never says more than it should.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    MissingToken,
+    TokenTooLarge,
+    Malformed,
+    UnsupportedAlg,
+    ForbiddenHeader,
+    UnknownKid,
+    BadSignature,
+    MissingExp,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    LifetimeExceeded,
+    WrongIssuer,
+    WrongAudience,
+    WrongClient,
+    InsufficientScope,
+    ClaimMismatch,
+    RateLimited,
+    JwksUnavailable,
+    BadPath,
+}
+
+/// The RFC 6750 error class a reason is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// 401 without an error code: the request carried no credentials.
+    NoCredentials,
+    /// 401 `invalid_token`.
+    InvalidToken,
+    /// 403 `insufficient_scope`.
+    InsufficientScope,
+    /// 403 without `WWW-Authenticate`.
+    Forbidden,
+    /// 429.
+    RateLimited,
+    /// 503 with `Retry-After`.
+    Unavailable,
+    /// 400.
+    BadRequest,
+}
+
+pub const ALL: [Reason; 20] = [
+    Reason::MissingToken,
+    Reason::TokenTooLarge,
+    Reason::Malformed,
+    Reason::UnsupportedAlg,
+    Reason::ForbiddenHeader,
+    Reason::UnknownKid,
+    Reason::BadSignature,
+    Reason::MissingExp,
+    Reason::Expired,
+    Reason::NotYetValid,
+    Reason::IssuedInFuture,
+    Reason::LifetimeExceeded,
+    Reason::WrongIssuer,
+    Reason::WrongAudience,
+    Reason::WrongClient,
+    Reason::InsufficientScope,
+    Reason::ClaimMismatch,
+    Reason::RateLimited,
+    Reason::JwksUnavailable,
+    Reason::BadPath,
+];
+
+impl Reason {
+    /// Stable snake_case name used in stats and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MissingToken => "missing_token",
+            Reason::TokenTooLarge => "token_too_large",
+            Reason::Malformed => "malformed",
+            Reason::UnsupportedAlg => "unsupported_alg",
+            Reason::ForbiddenHeader => "forbidden_header",
+            Reason::UnknownKid => "unknown_kid",
+            Reason::BadSignature => "bad_signature",
+            Reason::MissingExp => "missing_exp",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::IssuedInFuture => "issued_in_future",
+            Reason::LifetimeExceeded => "lifetime_exceeded",
+            Reason::WrongIssuer => "wrong_issuer",
+            Reason::WrongAudience => "wrong_audience",
+            Reason::WrongClient => "wrong_client",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::ClaimMismatch => "claim_mismatch",
+            Reason::RateLimited => "rate_limited",
+            Reason::JwksUnavailable => "jwks_unavailable",
+            Reason::BadPath => "bad_path",
+        }
+    }
+
+    pub fn class(self) -> Class {
+        match self {
+            Reason::MissingToken => Class::NoCredentials,
+            Reason::InsufficientScope => Class::InsufficientScope,
+            Reason::ClaimMismatch => Class::Forbidden,
+            Reason::RateLimited => Class::RateLimited,
+            Reason::JwksUnavailable => Class::Unavailable,
+            Reason::BadPath => Class::BadRequest,
+            _ => Class::InvalidToken,
+        }
+    }
+
+    /// The short, generic text a client sees. It never says which check failed beyond what
+    /// RFC 6750 already reveals, so it cannot be used as an oracle.
+    pub fn description(self) -> &'static str {
+        match self {
+            Reason::MissingToken => "An access token is required",
+            Reason::Expired => "The access token expired",
+            Reason::NotYetValid | Reason::IssuedInFuture => "The access token is not yet valid",
+            Reason::InsufficientScope => {
+                "The access token does not carry the scope this request requires"
+            }
+            Reason::ClaimMismatch => "The access token does not grant access to this resource",
+            Reason::RateLimited => "Too many requests",
+            Reason::JwksUnavailable => "The token signing keys are unavailable; retry later",
+            Reason::BadPath => "The request path is not acceptable",
+            _ => "The access token is invalid",
+        }
+    }
+
+    /// The `error` member of the JSON body.
+    pub fn error_code(self) -> &'static str {
+        match self.class() {
+            Class::NoCredentials => "unauthorized",
+            Class::InvalidToken => "invalid_token",
+            Class::InsufficientScope => "insufficient_scope",
+            Class::Forbidden => "access_denied",
+            Class::RateLimited => "rate_limited",
+            Class::Unavailable => "temporarily_unavailable",
+            Class::BadRequest => "invalid_request",
+        }
+    }
+
+    pub fn status(self) -> u32 {
+        match self.class() {
+            Class::NoCredentials | Class::InvalidToken => 401,
+            Class::InsufficientScope | Class::Forbidden => 403,
+            Class::RateLimited => 429,
+            Class::Unavailable => 503,
+            Class::BadRequest => 400,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_snake_case() {
+        let names: HashSet<_> = ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), ALL.len());
+        for n in names {
+            assert!(
+                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_spec_table() {
+        assert_eq!(Reason::MissingToken.status(), 401);
+        assert_eq!(Reason::BadSignature.status(), 401);
+        assert_eq!(Reason::UnknownKid.status(), 401);
+        assert_eq!(Reason::InsufficientScope.status(), 403);
+        assert_eq!(Reason::ClaimMismatch.status(), 403);
+        assert_eq!(Reason::RateLimited.status(), 429);
+        assert_eq!(Reason::JwksUnavailable.status(), 503);
+        assert_eq!(Reason::BadPath.status(), 400);
+    }
+
+    #[test]
+    fn invalid_token_descriptions_do_not_reveal_the_check() {
+        for r in [
+            Reason::BadSignature,
+            Reason::WrongIssuer,
+            Reason::WrongAudience,
+            Reason::UnknownKid,
+            Reason::WrongClient,
+        ] {
+            assert_eq!(r.description(), "The access token is invalid");
+        }
+    }
+}

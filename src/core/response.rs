@@ -1,0 +1,152 @@
+//! Denial responses exactly as SPEC.md's table lists them (RFC 6750 §3).
+
+use super::reason::{Class, Reason};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u32,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+fn challenge(realm: Option<&str>, params: &[(&str, &str)]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(r) = realm {
+        parts.push(format!("realm=\"{r}\""));
+    }
+    for (k, v) in params {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    if parts.is_empty() {
+        "Bearer".to_owned()
+    } else {
+        format!("Bearer {}", parts.join(", "))
+    }
+}
+
+/// `retry_after_s` is used for 503 (and, later, 429).
+pub fn denial(
+    realm: Option<&str>,
+    reason: Reason,
+    scope: Option<&str>,
+    retry_after_s: u64,
+) -> Response {
+    let mut headers = vec![("content-type", "application/json".to_owned())];
+    match reason.class() {
+        Class::NoCredentials => headers.push(("www-authenticate", challenge(realm, &[]))),
+        Class::InvalidToken => headers.push((
+            "www-authenticate",
+            challenge(
+                realm,
+                &[
+                    ("error", "invalid_token"),
+                    ("error_description", reason.description()),
+                ],
+            ),
+        )),
+        Class::InsufficientScope => headers.push((
+            "www-authenticate",
+            challenge(
+                realm,
+                &[
+                    ("error", "insufficient_scope"),
+                    ("scope", scope.unwrap_or_default()),
+                ],
+            ),
+        )),
+        Class::Unavailable | Class::RateLimited => {
+            headers.push(("retry-after", retry_after_s.max(1).to_string()))
+        }
+        Class::Forbidden | Class::BadRequest => {}
+    }
+    let body = serde_json::json!({
+        "error": reason.error_code(),
+        "error_description": reason.description(),
+    })
+    .to_string();
+    Response {
+        status: reason.status(),
+        headers,
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(r: &'a Response, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn spec_table_rows() {
+        let r = denial(Some("api"), Reason::MissingToken, None, 0);
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some(r#"Bearer realm="api""#)
+        );
+
+        let r = denial(Some("api"), Reason::Expired, None, 0);
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some(
+                r#"Bearer realm="api", error="invalid_token", error_description="The access token expired""#
+            )
+        );
+
+        let r = denial(
+            Some("api"),
+            Reason::InsufficientScope,
+            Some("orders:write"),
+            0,
+        );
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some(r#"Bearer realm="api", error="insufficient_scope", scope="orders:write""#)
+        );
+
+        let r = denial(Some("api"), Reason::ClaimMismatch, None, 0);
+        assert_eq!(r.status, 403);
+        assert_eq!(header(&r, "www-authenticate"), None);
+
+        let r = denial(Some("api"), Reason::JwksUnavailable, None, 5);
+        assert_eq!(r.status, 503);
+        assert_eq!(header(&r, "retry-after"), Some("5"));
+        assert_eq!(header(&r, "www-authenticate"), None);
+
+        let r = denial(Some("api"), Reason::BadPath, None, 0);
+        assert_eq!(r.status, 400);
+        assert_eq!(header(&r, "www-authenticate"), None);
+    }
+
+    #[test]
+    fn realm_is_omitted_when_not_configured() {
+        let r = denial(None, Reason::MissingToken, None, 0);
+        assert_eq!(header(&r, "www-authenticate"), Some("Bearer"));
+        let r = denial(None, Reason::BadSignature, None, 0);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some(
+                r#"Bearer error="invalid_token", error_description="The access token is invalid""#
+            )
+        );
+    }
+
+    #[test]
+    fn body_is_json_with_error_and_description() {
+        for reason in crate::core::reason::ALL {
+            let r = denial(Some("api"), reason, Some("s"), 1);
+            assert_eq!(header(&r, "content-type"), Some("application/json"));
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(v["error"], reason.error_code());
+            assert_eq!(v["error_description"], reason.description());
+        }
+    }
+}

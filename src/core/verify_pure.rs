@@ -1,0 +1,220 @@
+//! The pure-Rust signature path, through jwt-simple. Used for algorithms Envoy's foreign
+//! function cannot do (PSS, EdDSA) and on hosts that do not offer it at all.
+
+use jwt_simple::prelude::*;
+
+use super::alg::Alg;
+use super::jwks::{Jwk, KeyMaterial};
+use super::jws::Token;
+use super::verify::SignatureVerifier;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PureVerifier;
+
+/// jwt-simple checks claims as part of verifying; the filter checks claims itself (with its
+/// own skew and reasons), so jwt-simple's clock is pinned to the token's own `exp` and future
+/// tokens are accepted. Only its signature check can then fail.
+fn options(token: &Token<'_>) -> VerificationOptions {
+    let exp = token
+        .claims
+        .get("exp")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    VerificationOptions {
+        accept_future: true,
+        time_tolerance: None,
+        max_validity: None,
+        max_token_length: None,
+        artificial_time: Some(UnixTimeStamp::from_secs(exp)),
+        ..Default::default()
+    }
+}
+
+impl SignatureVerifier for PureVerifier {
+    fn verify(&self, key: &Jwk, token: &Token<'_>) -> bool {
+        let opts = Some(options(token));
+        let raw = token.raw;
+        type Claims = JWTClaims<serde_json::Value>;
+        let result: Result<Claims, _> =
+            match (&key.material, token.alg) {
+                (KeyMaterial::Rsa { n, e }, alg) => match alg {
+                    Alg::RS256 => RS256PublicKey::from_components(n, e)
+                        .and_then(|k| k.verify_token(raw, opts)),
+                    Alg::RS384 => RS384PublicKey::from_components(n, e)
+                        .and_then(|k| k.verify_token(raw, opts)),
+                    Alg::RS512 => RS512PublicKey::from_components(n, e)
+                        .and_then(|k| k.verify_token(raw, opts)),
+                    Alg::PS256 => PS256PublicKey::from_components(n, e)
+                        .and_then(|k| k.verify_token(raw, opts)),
+                    Alg::PS384 => PS384PublicKey::from_components(n, e)
+                        .and_then(|k| k.verify_token(raw, opts)),
+                    Alg::PS512 => PS512PublicKey::from_components(n, e)
+                        .and_then(|k| k.verify_token(raw, opts)),
+                    _ => return false,
+                },
+                (KeyMaterial::Ec { x, y, .. }, alg) => {
+                    let mut point = Vec::with_capacity(1 + x.len() + y.len());
+                    point.push(0x04);
+                    point.extend_from_slice(x);
+                    point.extend_from_slice(y);
+                    match alg {
+                        Alg::ES256 => ES256PublicKey::from_bytes(&point)
+                            .and_then(|k| k.verify_token(raw, opts)),
+                        Alg::ES384 => ES384PublicKey::from_bytes(&point)
+                            .and_then(|k| k.verify_token(raw, opts)),
+                        _ => return false,
+                    }
+                }
+                (KeyMaterial::Ed25519 { x }, Alg::EdDSA) => {
+                    Ed25519PublicKey::from_bytes(x).and_then(|k| k.verify_token(raw, opts))
+                }
+                _ => return false,
+            };
+        result.is_ok()
+    }
+
+    fn name(&self) -> &'static str {
+        "pure"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{jwks, jws, test_keys};
+
+    fn key(jwk: &str) -> Jwk {
+        let set = format!("{{\"keys\":[{jwk}]}}");
+        jwks::parse(set.as_bytes()).unwrap().set.keys.remove(0)
+    }
+
+    fn flip_last_sig_char(token: &str) -> String {
+        let mut t = token.to_string();
+        let last = t.pop().unwrap();
+        t.push(if last == 'A' { 'Q' } else { 'A' });
+        t
+    }
+
+    #[test]
+    fn rfc7515_a2_rs256_and_a3_es256_verify() {
+        for (jwk, raw) in [
+            (test_keys::RFC7515_A2_JWK, test_keys::RFC7515_A2_TOKEN),
+            (test_keys::RFC7515_A3_JWK, test_keys::RFC7515_A3_TOKEN),
+        ] {
+            let k = key(jwk);
+            let t = jws::parse(raw).unwrap();
+            assert!(PureVerifier.verify(&k, &t), "{raw}");
+            let bad = flip_last_sig_char(raw);
+            if let Ok(t) = jws::parse(&bad) {
+                assert!(!PureVerifier.verify(&k, &t));
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_key_or_tampered_payload_fails() {
+        let rsa = key(test_keys::RFC7520_RSA_JWK);
+        let t = jws::parse(test_keys::RFC7515_A2_TOKEN).unwrap();
+        assert!(
+            !PureVerifier.verify(&rsa, &t),
+            "A.2 token with RFC 7520's key"
+        );
+        let (h, rest) = test_keys::RFC7515_A2_TOKEN.split_once('.').unwrap();
+        let (_, s) = rest.split_once('.').unwrap();
+        let forged = format!(
+            "{h}.{}.{s}",
+            jws::tests::b64(&serde_json::json!({"iss": "joe", "exp": 1300819380, "admin": true}))
+        );
+        let t = jws::parse(&forged).unwrap();
+        assert!(!PureVerifier.verify(&key(test_keys::RFC7515_A2_JWK), &t));
+    }
+
+    /// Every algorithm, signed by jwt-simple's own signers with fresh keys.
+    #[test]
+    fn every_supported_algorithm_round_trips() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let claims = || Claims::create(Duration::from_hours(1)).with_audience("api://default");
+        let b = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
+
+        let rsa = RS256KeyPair::generate(2048).unwrap();
+        let c = rsa.public_key().to_components();
+        let rsa_jwk = format!(r#"{{"kty":"RSA","n":"{}","e":"{}"}}"#, b(&c.n), b(&c.e));
+        let der = rsa.to_der().unwrap();
+        let tokens = [
+            (Alg::RS256, rsa.sign(claims()).unwrap()),
+            (
+                Alg::RS384,
+                RS384KeyPair::from_der(&der)
+                    .unwrap()
+                    .sign(claims())
+                    .unwrap(),
+            ),
+            (
+                Alg::RS512,
+                RS512KeyPair::from_der(&der)
+                    .unwrap()
+                    .sign(claims())
+                    .unwrap(),
+            ),
+            (
+                Alg::PS256,
+                PS256KeyPair::from_der(&der)
+                    .unwrap()
+                    .sign(claims())
+                    .unwrap(),
+            ),
+            (
+                Alg::PS384,
+                PS384KeyPair::from_der(&der)
+                    .unwrap()
+                    .sign(claims())
+                    .unwrap(),
+            ),
+            (
+                Alg::PS512,
+                PS512KeyPair::from_der(&der)
+                    .unwrap()
+                    .sign(claims())
+                    .unwrap(),
+            ),
+        ];
+        let k = key(&rsa_jwk);
+        for (alg, raw) in &tokens {
+            let t = jws::parse(raw).unwrap();
+            assert_eq!(t.alg, *alg);
+            assert!(PureVerifier.verify(&k, &t), "{alg:?}");
+            let tampered = flip_last_sig_char(raw);
+            let t = jws::parse(&tampered).unwrap();
+            assert!(!PureVerifier.verify(&k, &t), "{alg:?} tampered");
+        }
+
+        let es256 = ES256KeyPair::generate();
+        let pk = es256.public_key().public_key().to_bytes_uncompressed();
+        let jwk = format!(
+            r#"{{"kty":"EC","crv":"P-256","x":"{}","y":"{}"}}"#,
+            b(&pk[1..33]),
+            b(&pk[33..])
+        );
+        let t_raw = es256.sign(claims()).unwrap();
+        assert!(PureVerifier.verify(&key(&jwk), &jws::parse(&t_raw).unwrap()));
+
+        let es384 = ES384KeyPair::generate();
+        let pk = es384.public_key().public_key().to_bytes_uncompressed();
+        let jwk = format!(
+            r#"{{"kty":"EC","crv":"P-384","x":"{}","y":"{}"}}"#,
+            b(&pk[1..49]),
+            b(&pk[49..])
+        );
+        let t_raw = es384.sign(claims()).unwrap();
+        assert!(PureVerifier.verify(&key(&jwk), &jws::parse(&t_raw).unwrap()));
+
+        let ed = Ed25519KeyPair::generate();
+        let jwk = format!(
+            r#"{{"kty":"OKP","crv":"Ed25519","x":"{}"}}"#,
+            b(&ed.public_key().to_bytes())
+        );
+        let t_raw = ed.sign(claims()).unwrap();
+        assert!(PureVerifier.verify(&key(&jwk), &jws::parse(&t_raw).unwrap()));
+    }
+}

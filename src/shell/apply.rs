@@ -1,0 +1,81 @@
+//! Carrying out a decision on the current (or effective) HTTP context.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MapType;
+
+use crate::core::authenticator::{Decision, HeaderOp, Outcome};
+use crate::core::reason::Reason;
+use crate::core::response;
+
+use super::plugin::{Plugin, SavedRequest};
+
+pub enum Applied {
+    /// Let the request go upstream.
+    Continue,
+    /// A local response was sent.
+    Responded,
+}
+
+fn set_header(name: &str, value: Option<&str>) {
+    // A failure here leaves the request as it was; the only header that matters for safety
+    // (the protected ones) is checked below by refusing the request instead.
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+}
+
+pub fn apply(plugin: &Plugin, d: &Decision, req: &SavedRequest, now_ms: u64) -> Applied {
+    match &d.outcome {
+        Outcome::Allow => {
+            for op in &d.ops {
+                match op {
+                    HeaderOp::Remove(name) => set_header(name, None),
+                    HeaderOp::Set(name, value) => set_header(name, Some(value)),
+                }
+            }
+            if let Some(path) = &d.path {
+                set_header(":path", Some(path));
+            }
+            plugin.metrics.allowed();
+            Applied::Continue
+        }
+        Outcome::Deny { reason, scope } => {
+            let retry = plugin.retry_after_s(d.provider, now_ms);
+            deny(plugin, *reason, scope.as_deref(), retry, d, req);
+            Applied::Responded
+        }
+        // The caller parks the request; reaching here means it could not.
+        Outcome::Wait { provider } => {
+            let retry = plugin.retry_after_s(Some(*provider), now_ms);
+            deny(plugin, Reason::JwksUnavailable, None, retry, d, req);
+            Applied::Responded
+        }
+    }
+}
+
+pub fn deny(
+    plugin: &Plugin,
+    reason: Reason,
+    scope: Option<&str>,
+    retry_after_s: u64,
+    d: &Decision,
+    req: &SavedRequest,
+) {
+    let r = response::denial(plugin.config.realm.as_deref(), reason, scope, retry_after_s);
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    if hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes())).is_err() {
+        // Without a local reply the request must still never continue upstream.
+        let _ = hostcalls::reset_http_request();
+    }
+    plugin.metrics.denied(reason);
+    // Debug formatting quotes and escapes values, so a crafted sub cannot forge log lines.
+    log::info!(
+        "okta_jwt: denied status={} reason={} detail={:?} rule={} provider={} sub={:?} cid={:?} request_id={:?}",
+        r.status,
+        reason.as_str(),
+        d.detail,
+        d.rule.map_or("-".to_string(), |r| r.to_string()),
+        plugin.provider_name(d.provider),
+        d.sub.as_deref().unwrap_or("-"),
+        d.cid.as_deref().unwrap_or("-"),
+        req.request_id().unwrap_or("-"),
+    );
+}

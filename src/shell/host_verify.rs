@@ -1,0 +1,57 @@
+//! Signature checks through Envoy's `verify_signature` foreign function (BoringSSL), with the
+//! pure-Rust path for what BoringSSL's default padding cannot do here (PSS) and for EdDSA.
+
+use proxy_wasm::hostcalls;
+
+use crate::core::der;
+use crate::core::host_probe;
+use crate::core::jwks::{Jwk, KeyMaterial};
+use crate::core::jws::Token;
+use crate::core::verify::SignatureVerifier;
+use crate::core::verify_pure::PureVerifier;
+use crate::core::{alg::Alg, foreign_proto};
+
+const FUNCTION: &str = "verify_signature";
+
+fn call(args: &[u8]) -> Option<Vec<u8>> {
+    hostcalls::call_foreign_function(FUNCTION, Some(args))
+        .ok()
+        .flatten()
+}
+
+/// Whether this host offers a `verify_signature` that passes the known-answer test.
+pub fn host_available() -> bool {
+    host_probe::passes(call)
+}
+
+pub struct HostVerifier;
+
+impl SignatureVerifier for HostVerifier {
+    fn verify(&self, key: &Jwk, token: &Token<'_>) -> bool {
+        let signature = match (&key.material, token.alg) {
+            (KeyMaterial::Rsa { .. }, Alg::RS256 | Alg::RS384 | Alg::RS512) => {
+                std::borrow::Cow::Borrowed(token.signature.as_slice())
+            }
+            (KeyMaterial::Ec { curve, .. }, Alg::ES256 | Alg::ES384) => {
+                let Some(der_sig) = der::ecdsa_sig_jose_to_der(&token.signature, *curve) else {
+                    return false;
+                };
+                std::borrow::Cow::Owned(der_sig)
+            }
+            _ => return PureVerifier.verify(key, token),
+        };
+        let args = foreign_proto::encode_args(
+            token.alg.hash().envoy_name(),
+            &key.spki_der,
+            &signature,
+            token.signing_input.as_bytes(),
+        );
+        call(&args)
+            .and_then(|out| foreign_proto::decode_result(&out))
+            .unwrap_or(false)
+    }
+
+    fn name(&self) -> &'static str {
+        "host"
+    }
+}

@@ -1,0 +1,103 @@
+//! One HTTP stream: read the request, decide, apply; or park it until keys arrive.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+
+use crate::core::authenticator::{Decision, Outcome};
+use crate::core::reason::Reason;
+
+use super::apply::{self, Applied};
+use super::plugin::{Plugin, SavedRequest, Waiter, MAX_WAITERS};
+use super::root::now_ms;
+
+pub struct Http {
+    pub context_id: u32,
+    pub plugin: Rc<Plugin>,
+}
+
+/// The request headers, with values that are not UTF-8 replaced lossily: such a value can
+/// never carry a valid token, and matching on it stays conservative.
+fn read_request() -> Option<SavedRequest> {
+    let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
+    let mut method = None;
+    let mut path = None;
+    let mut headers = Vec::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        let value = String::from_utf8_lossy(&value).into_owned();
+        match name.as_str() {
+            ":method" => method = Some(value),
+            ":path" => path = Some(value),
+            _ => headers.push((name, value)),
+        }
+    }
+    Some(SavedRequest {
+        method: method?,
+        path: path?,
+        headers,
+    })
+}
+
+impl Context for Http {
+    fn on_done(&mut self) -> bool {
+        // A parked request whose client went away must not be resumed later.
+        self.plugin
+            .waiters
+            .borrow_mut()
+            .retain(|w| w.context_id != self.context_id);
+        true
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let now = now_ms();
+        let Some(req) = read_request() else {
+            let d = Decision {
+                outcome: Outcome::Deny {
+                    reason: Reason::BadPath,
+                    scope: None,
+                },
+                ops: Vec::new(),
+                path: None,
+                rule: None,
+                provider: None,
+                sub: None,
+                cid: None,
+                detail: "request has no :method or :path",
+            };
+            let empty = SavedRequest {
+                method: String::new(),
+                path: String::new(),
+                headers: Vec::new(),
+            };
+            apply::apply(&self.plugin, &d, &empty, now);
+            return Action::Pause;
+        };
+        let d = self.plugin.decide(now, &req);
+        if let Outcome::Wait { provider } = d.outcome {
+            let mut waiters = self.plugin.waiters.borrow_mut();
+            if waiters.len() < MAX_WAITERS {
+                let timeout = self
+                    .plugin
+                    .caches
+                    .borrow()
+                    .get(provider)
+                    .map_or(0, |c| c.timeout_ms());
+                waiters.push(Waiter {
+                    context_id: self.context_id,
+                    provider,
+                    deadline_ms: now + timeout,
+                    request: req,
+                });
+                return Action::Pause;
+            }
+        }
+        match apply::apply(&self.plugin, &d, &req, now) {
+            Applied::Continue => Action::Continue,
+            Applied::Responded => Action::Pause,
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! State shared by a VM's root context and its HTTP contexts: the compiled configuration,
+//! key caches, the signature verifier, stats, and requests waiting for keys.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::core::authenticator::{self, Decision, Env, KeySource, KeyState};
+use crate::core::config::Config;
+use crate::core::jwks_cache::ProviderCache;
+use crate::core::verify::SignatureVerifier;
+
+use super::metrics::Metrics;
+
+/// Requests parked per VM while a first key fetch is in flight. Past this, new arrivals are
+/// answered 503 at once rather than holding unbounded memory.
+pub const MAX_WAITERS: usize = 4096;
+
+/// A request's inputs, owned, so a parked request can be decided again later.
+pub struct SavedRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl SavedRequest {
+    pub fn request_id(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == "x-request-id")
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct Waiter {
+    pub context_id: u32,
+    pub provider: usize,
+    pub deadline_ms: u64,
+    pub request: SavedRequest,
+}
+
+pub struct Plugin {
+    pub config: Config,
+    pub verifier: Box<dyn SignatureVerifier>,
+    pub metrics: Metrics,
+    pub caches: RefCell<Vec<ProviderCache>>,
+    pub waiters: RefCell<Vec<Waiter>>,
+    /// In-flight HTTP call token → provider index.
+    pub fetches: RefCell<HashMap<u32, usize>>,
+}
+
+struct Caches<'a>(&'a [ProviderCache]);
+
+impl KeySource for Caches<'_> {
+    fn keys(&self, provider: usize) -> KeyState<'_> {
+        self.0
+            .get(provider)
+            .map_or(KeyState::Unavailable, ProviderCache::key_state)
+    }
+}
+
+impl Plugin {
+    pub fn decide(&self, now_ms: u64, req: &SavedRequest) -> Decision {
+        let caches = self.caches.borrow();
+        let env = Env {
+            config: &self.config,
+            keys: &Caches(&caches),
+            verifier: self.verifier.as_ref(),
+            now: now_ms / 1000,
+        };
+        authenticator::decide(&env, &req.method, &req.path, &req.headers)
+    }
+
+    pub fn retry_after_s(&self, provider: Option<usize>, now_ms: u64) -> u64 {
+        provider
+            .and_then(|p| self.caches.borrow().get(p).map(|c| c.retry_after_s(now_ms)))
+            .unwrap_or(1)
+    }
+
+    pub fn provider_name(&self, provider: Option<usize>) -> &str {
+        provider
+            .and_then(|p| self.config.providers.get(p))
+            .map_or("-", |p| p.name.as_str())
+    }
+}

@@ -1,0 +1,61 @@
+//! The echo upstream: tells tests which method, path and headers reached it.
+
+use std::io;
+
+use serde_json::{json, Map, Value};
+use tiny_http::Request;
+
+use crate::http::{self, Outcome, Reply};
+
+pub fn serve(mut request: Request) {
+    // Drain the body so keep-alive connections stay in sync; its content is not echoed.
+    let _ = io::copy(request.as_reader(), &mut io::sink());
+    let headers = request
+        .headers()
+        .iter()
+        .map(|h| (h.field.as_str().as_str(), h.value.as_str()));
+    let reply = echo_reply(&request.method().to_string(), request.url(), headers);
+    http::send(request, Outcome::Now(reply), "echo-upstream");
+}
+
+/// Header names are lowercased; repeated headers are joined with ", ".
+pub fn echo_reply<'a>(
+    method: &str,
+    url: &str,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Reply {
+    let mut map: Map<String, Value> = Map::new();
+    for (name, value) in headers {
+        let name = name.to_ascii_lowercase();
+        match map.get_mut(&name) {
+            Some(Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(value);
+            }
+            _ => {
+                map.insert(name, value.into());
+            }
+        }
+    }
+    Reply::json(200, &json!({"method": method, "path": url, "headers": map}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowercases_and_joins_repeated_headers() {
+        let r = echo_reply(
+            "POST",
+            "/a/b?x=1",
+            [("X-Thing", "1"), ("Host", "h"), ("x-thing", "2")],
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(
+            r.body_json(),
+            json!({"method": "POST", "path": "/a/b?x=1", "headers": {"x-thing": "1, 2", "host": "h"}})
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! `application/x-www-form-urlencoded` bodies and HTTP Basic credentials.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+/// Parses `a=b&c=d`, decoding `+` as space and `%XX` escapes. A bad escape or a value that is
+/// not UTF-8 makes the whole body malformed.
+pub fn parse_urlencoded(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for piece in body.split(|b| *b == b'&') {
+        if piece.is_empty() {
+            continue;
+        }
+        let (name, value) = match piece.iter().position(|b| *b == b'=') {
+            Some(i) => (&piece[..i], &piece[i + 1..]),
+            None => (piece, &b""[..]),
+        };
+        out.push((decode(name)?, decode(value)?));
+    }
+    Ok(out)
+}
+
+pub fn decode(raw: &[u8]) -> Result<String, String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = raw
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| "bad percent-escape in form body".to_string())?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| "form body is not UTF-8".to_string())
+}
+
+/// The value of a field that must appear at most once (RFC 6749 §3.1).
+pub fn single<'a>(fields: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, String> {
+    let mut found = fields.iter().filter(|(n, _)| n == name);
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(format!("parameter `{name}` given more than once"));
+    }
+    Ok(first.map(|(_, v)| v.as_str()))
+}
+
+/// `Authorization: Basic base64(id:secret)`. `None` if the header is not Basic at all,
+/// `Some(Err)` if it is Basic but undecodable.
+pub fn basic_auth(header: &str) -> Option<Result<(String, String), String>> {
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD
+        .decode(rest.trim())
+        .map_err(|_| "Basic credentials are not base64".to_string())
+        .and_then(|raw| {
+            String::from_utf8(raw).map_err(|_| "Basic credentials are not UTF-8".to_string())
+        });
+    Some(decoded.and_then(|s| {
+        s.split_once(':')
+            .map(|(id, secret)| (id.to_string(), secret.to_string()))
+            .ok_or_else(|| "Basic credentials lack `:`".to_string())
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn decodes_percent_and_plus() {
+        let got = parse_urlencoded(b"grant_type=client_credentials&scope=orders%3Aread+orders%3awrite&x=a%2Bb%20c&flag&&e=").unwrap();
+        assert_eq!(
+            got,
+            pairs(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "orders:read orders:write"),
+                ("x", "a+b c"),
+                ("flag", ""),
+                ("e", ""),
+            ])
+        );
+        assert_eq!(
+            parse_urlencoded(b"k%3D=v%3D%26").unwrap(),
+            pairs(&[("k=", "v=&")])
+        );
+        assert_eq!(parse_urlencoded(b"u=%C3%A9").unwrap(), pairs(&[("u", "é")]));
+    }
+
+    #[test]
+    fn rejects_bad_escapes() {
+        assert!(parse_urlencoded(b"a=%zz").is_err());
+        assert!(parse_urlencoded(b"a=%4").is_err());
+        assert!(parse_urlencoded(b"a=%").is_err());
+        assert!(parse_urlencoded(b"a=%FF").is_err());
+    }
+
+    #[test]
+    fn single_rejects_duplicates() {
+        let f = pairs(&[("a", "1"), ("b", "2"), ("a", "3")]);
+        assert!(single(&f, "a").is_err());
+        assert_eq!(single(&f, "b").unwrap(), Some("2"));
+        assert_eq!(single(&f, "c").unwrap(), None);
+    }
+
+    #[test]
+    fn parses_basic_auth() {
+        let h = format!("Basic {}", STANDARD.encode("0oa-demo-client:demo:secret"));
+        assert_eq!(
+            basic_auth(&h).unwrap().unwrap(),
+            ("0oa-demo-client".to_string(), "demo:secret".to_string())
+        );
+        assert!(basic_auth("Bearer abc").is_none());
+        assert!(basic_auth("basic !!!").unwrap().is_err());
+        assert!(basic_auth(&format!("Basic {}", STANDARD.encode("nocolon")))
+            .unwrap()
+            .is_err());
+    }
+}
