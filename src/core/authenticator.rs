@@ -310,3 +310,389 @@ fn remove_token(source: &Source, req: &Request<'_>, d: &mut Decision) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::jwks::{self, Jwk};
+    use crate::core::{config, test_keys};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use serde_json::json;
+
+    const NOW: u64 = 1_700_000_000;
+    const ISS: &str = "https://idp.example/oauth2/default";
+
+    /// Accepts exactly the signature bytes "good": isolates the decision logic from crypto,
+    /// which `verify_pure` tests on its own.
+    struct FakeVerifier;
+    impl SignatureVerifier for FakeVerifier {
+        fn verify(&self, _key: &Jwk, token: &Token<'_>) -> bool {
+            token.signature == b"good"
+        }
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+    }
+
+    enum Keys {
+        Ready(KeySet),
+        Pending,
+        Unavailable,
+    }
+    impl KeySource for Keys {
+        fn keys(&self, _provider: usize) -> KeyState<'_> {
+            match self {
+                Keys::Ready(set) => KeyState::Ready(set),
+                Keys::Pending => KeyState::Pending,
+                Keys::Unavailable => KeyState::Unavailable,
+            }
+        }
+    }
+
+    fn key_set() -> KeySet {
+        let doc = format!(
+            r#"{{"keys":[{{"kty":"RSA","kid":"k1","n":"{}","e":"AQAB"}},{{"kty":"RSA","kid":"k2","n":"{}","e":"AQAB"}}]}}"#,
+            test_keys::RSA_2048_N,
+            test_keys::RSA_2048_N
+        );
+        jwks::parse(doc.as_bytes()).unwrap().set
+    }
+
+    fn cfg() -> Config {
+        let c = json!({
+            "providers": {
+                "okta": {
+                    "issuer": ISS, "audiences": ["api://default"],
+                    "jwks": {"uri": "https://idp.example/k", "cluster": "idp"},
+                    "from": [{"header": "authorization", "prefix": "Bearer "}, {"query": "access_token"}, {"cookie": "at"}],
+                    "claims_to_headers": [{"claim": "sub", "header": "x-jwt-sub"}, {"claim": "scp", "header": "x-jwt-scopes"}],
+                    "payload_header": "x-jwt-payload"
+                },
+                "fwd": {
+                    "issuer": "https://idp.example/oauth2/fwd", "audiences": ["api://default"],
+                    "jwks": {"uri": "https://idp.example/k2", "cluster": "idp"},
+                    "forward_token": true
+                }
+            },
+            "rules": [
+                {"match": {"prefix": "/healthz"}, "auth": "none"},
+                {"match": {"prefix": "/public"}, "auth": "optional"},
+                {"match": {"prefix": "/orders", "methods": ["POST"]}, "scopes": {"all": ["orders:write"]}},
+                {"match": {"template": "/users/{id}"}, "claims": [{"claim": "uid", "equals_param": "id"}]},
+                {"match": {"prefix": "/okta-only"}, "providers": ["okta"]}
+            ],
+            "realm": "api"
+        });
+        config::parse(c.to_string().as_bytes()).unwrap()
+    }
+
+    fn token_with(header: serde_json::Value, claims: serde_json::Value, sig: &[u8]) -> String {
+        let b = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.{}",
+            b(&header),
+            b(&claims),
+            URL_SAFE_NO_PAD.encode(sig)
+        )
+    }
+
+    fn claims(extra: serde_json::Value) -> serde_json::Value {
+        let mut c = json!({"iss": ISS, "aud": "api://default", "iat": NOW - 5, "exp": NOW + 3600,
+                           "sub": "alice", "cid": "0oa1", "uid": "00u1", "scp": ["orders:read"]});
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+
+    fn good(extra: serde_json::Value) -> String {
+        token_with(json!({"alg": "RS256", "kid": "k1"}), claims(extra), b"good")
+    }
+
+    fn run_with(keys: &Keys, method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
+        let config = cfg();
+        let env = Env {
+            config: &config,
+            keys,
+            verifier: &FakeVerifier,
+            now: NOW,
+        };
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        decide(&env, method, path, &headers)
+    }
+
+    fn run(method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
+        run_with(&Keys::Ready(key_set()), method, path, headers)
+    }
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    fn denied(d: &Decision) -> Option<Reason> {
+        match d.outcome {
+            Outcome::Deny { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn valid_token_is_allowed_with_claim_headers_and_without_the_token() {
+        let t = good(json!({}));
+        let d = run(
+            "GET",
+            "/anything",
+            &[("authorization", &bearer(&t)), ("x-jwt-sub", "mallory")],
+        );
+        assert_eq!(d.outcome, Outcome::Allow, "{}", d.detail);
+        assert_eq!(
+            d.ops[0],
+            HeaderOp::Remove("x-jwt-sub".into()),
+            "spoofed header stripped first"
+        );
+        assert!(d
+            .ops
+            .contains(&HeaderOp::Set("x-jwt-sub".into(), "alice".into())));
+        assert!(d
+            .ops
+            .contains(&HeaderOp::Set("x-jwt-scopes".into(), "orders:read".into())));
+        let payload = t.split('.').nth(1).unwrap();
+        assert!(d
+            .ops
+            .contains(&HeaderOp::Set("x-jwt-payload".into(), payload.into())));
+        assert!(d.ops.contains(&HeaderOp::Remove("authorization".into())));
+        assert_eq!(d.sub.as_deref(), Some("alice"));
+        assert_eq!(d.cid.as_deref(), Some("0oa1"));
+        assert_eq!(d.path, None, "path unchanged");
+    }
+
+    #[test]
+    fn spec_response_rows() {
+        let cases: Vec<(String, Reason)> = vec![
+            (good(json!({"exp": NOW - 61})), Reason::Expired),
+            (good(json!({"nbf": NOW + 61})), Reason::NotYetValid),
+            (good(json!({"iat": NOW + 61})), Reason::IssuedInFuture),
+            (good(json!({"iss": format!("{ISS}/")})), Reason::WrongIssuer),
+            (good(json!({"aud": "api://other"})), Reason::WrongAudience),
+            (good(json!({"exp": null})), Reason::MissingExp),
+            (
+                token_with(
+                    json!({"alg": "RS256", "kid": "k1"}),
+                    claims(json!({})),
+                    b"bad",
+                ),
+                Reason::BadSignature,
+            ),
+            (
+                token_with(
+                    json!({"alg": "RS256", "kid": "nope"}),
+                    claims(json!({})),
+                    b"good",
+                ),
+                Reason::UnknownKid,
+            ),
+            (
+                token_with(
+                    json!({"alg": "ES256", "kid": "k1"}),
+                    claims(json!({})),
+                    b"good",
+                ),
+                Reason::UnsupportedAlg,
+            ),
+            (
+                token_with(json!({"alg": "none"}), claims(json!({})), b"good"),
+                Reason::UnsupportedAlg,
+            ),
+            (
+                token_with(
+                    json!({"alg": "HS256", "kid": "k1"}),
+                    claims(json!({})),
+                    b"good",
+                ),
+                Reason::UnsupportedAlg,
+            ),
+            (
+                token_with(
+                    json!({"alg": "RS256", "kid": "k1", "jku": "https://evil/"}),
+                    claims(json!({})),
+                    b"good",
+                ),
+                Reason::ForbiddenHeader,
+            ),
+            ("not.a.token".into(), Reason::Malformed),
+            ("x".repeat(9000), Reason::TokenTooLarge),
+        ];
+        for (token, want) in cases {
+            let d = run("GET", "/x", &[("authorization", &bearer(&token))]);
+            assert_eq!(denied(&d), Some(want), "{}", d.detail);
+        }
+        let d = run("GET", "/x", &[]);
+        assert_eq!(denied(&d), Some(Reason::MissingToken));
+    }
+
+    #[test]
+    fn kidless_token_tries_every_fitting_key() {
+        let t = token_with(json!({"alg": "RS256"}), claims(json!({})), b"good");
+        assert_eq!(
+            run("GET", "/x", &[("authorization", &bearer(&t))]).outcome,
+            Outcome::Allow
+        );
+    }
+
+    #[test]
+    fn scope_and_claim_policy() {
+        let d = run(
+            "POST",
+            "/orders",
+            &[("authorization", &bearer(&good(json!({}))))],
+        );
+        assert_eq!(
+            d.outcome,
+            Outcome::Deny {
+                reason: Reason::InsufficientScope,
+                scope: Some("orders:write".into())
+            }
+        );
+        let t = good(json!({"scp": ["orders:write"]}));
+        assert_eq!(
+            run("POST", "/orders", &[("authorization", &bearer(&t))]).outcome,
+            Outcome::Allow
+        );
+        let t = good(json!({}));
+        assert_eq!(
+            run("GET", "/users/00u1", &[("authorization", &bearer(&t))]).outcome,
+            Outcome::Allow
+        );
+        let d = run("GET", "/users/00u2", &[("authorization", &bearer(&t))]);
+        assert_eq!(denied(&d), Some(Reason::ClaimMismatch));
+    }
+
+    #[test]
+    fn auth_none_and_optional() {
+        let d = run("GET", "/healthz", &[("x-jwt-sub", "spoof")]);
+        assert_eq!(d.outcome, Outcome::Allow);
+        assert_eq!(
+            d.ops,
+            vec![HeaderOp::Remove("x-jwt-sub".into())],
+            "stripped even on auth none"
+        );
+        let d = run("GET", "/healthz", &[("authorization", "Bearer garbage")]);
+        assert_eq!(d.outcome, Outcome::Allow, "auth none ignores tokens");
+        assert_eq!(run("GET", "/public/x", &[]).outcome, Outcome::Allow);
+        let d = run("GET", "/public/x", &[("authorization", "Bearer garbage")]);
+        assert_eq!(
+            denied(&d),
+            Some(Reason::Malformed),
+            "a present token must be valid"
+        );
+        let t = good(json!({}));
+        assert_eq!(
+            run("GET", "/public/x", &[("authorization", &bearer(&t))]).outcome,
+            Outcome::Allow
+        );
+    }
+
+    #[test]
+    fn query_and_cookie_tokens_are_removed() {
+        let t = good(json!({}));
+        let d = run("GET", &format!("/x?a=1&access_token={t}&b=2"), &[]);
+        assert_eq!(d.outcome, Outcome::Allow, "{}", d.detail);
+        assert_eq!(d.path.as_deref(), Some("/x?a=1&b=2"));
+        let d = run("GET", &format!("/x?access_token={t}"), &[]);
+        assert_eq!(d.path.as_deref(), Some("/x"));
+        let cookie = format!("theme=dark; at={t}; lang=en");
+        let d = run("GET", "/x", &[("cookie", &cookie)]);
+        assert_eq!(d.outcome, Outcome::Allow);
+        assert!(d.ops.contains(&HeaderOp::Set(
+            "cookie".into(),
+            "theme=dark; lang=en".into()
+        )));
+        let cookie = format!("at={t}");
+        let d = run("GET", "/x", &[("cookie", &cookie)]);
+        assert!(d.ops.contains(&HeaderOp::Remove("cookie".into())));
+    }
+
+    #[test]
+    fn forward_token_keeps_it() {
+        let t = token_with(
+            json!({"alg": "RS256", "kid": "k1"}),
+            claims(json!({"iss": "https://idp.example/oauth2/fwd"})),
+            b"good",
+        );
+        let d = run("GET", "/x", &[("authorization", &bearer(&t))]);
+        assert_eq!(d.outcome, Outcome::Allow);
+        assert!(!d.ops.contains(&HeaderOp::Remove("authorization".into())));
+        let d = run("GET", "/okta-only", &[("authorization", &bearer(&t))]);
+        assert_eq!(
+            denied(&d),
+            Some(Reason::WrongIssuer),
+            "provider not allowed by the rule"
+        );
+    }
+
+    #[test]
+    fn paths_are_normalized_before_matching() {
+        let d = run("GET", "/healthz/../orders", &[]);
+        assert_eq!(
+            denied(&d),
+            Some(Reason::MissingToken),
+            "not treated as /healthz"
+        );
+        let d = run("GET", "/../etc", &[]);
+        assert_eq!(denied(&d), Some(Reason::BadPath));
+        let d = run("GET", "/healthz/%2e%2e/admin%2Fx", &[]);
+        assert_eq!(denied(&d), Some(Reason::BadPath));
+        let d = run("GET", "//healthz//./x", &[]);
+        assert_eq!(d.outcome, Outcome::Allow);
+        assert_eq!(
+            d.path.as_deref(),
+            Some("/healthz/x"),
+            "upstream sees what was authorized"
+        );
+    }
+
+    #[test]
+    fn cors_preflight_bypass() {
+        let pre = [
+            ("origin", "https://app"),
+            ("access-control-request-method", "POST"),
+        ];
+        assert_eq!(run("OPTIONS", "/orders", &pre).outcome, Outcome::Allow);
+        assert_eq!(
+            denied(&run("OPTIONS", "/orders", &pre[..1])),
+            Some(Reason::MissingToken)
+        );
+    }
+
+    #[test]
+    fn key_states() {
+        let t = good(json!({}));
+        let h = [("authorization", bearer(&t))];
+        let h: Vec<(&str, &str)> = h.iter().map(|(a, b)| (*a, b.as_str())).collect();
+        assert_eq!(
+            run_with(&Keys::Pending, "GET", "/x", &h).outcome,
+            Outcome::Wait { provider: 1 }
+        );
+        assert_eq!(
+            denied(&run_with(&Keys::Unavailable, "GET", "/x", &h)),
+            Some(Reason::JwksUnavailable)
+        );
+        // Requests that need no key are never held up.
+        assert_eq!(
+            run_with(&Keys::Pending, "GET", "/healthz", &[]).outcome,
+            Outcome::Allow
+        );
+        assert_eq!(
+            denied(&run_with(&Keys::Pending, "GET", "/x", &[])),
+            Some(Reason::MissingToken)
+        );
+    }
+}
