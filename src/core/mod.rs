@@ -22,6 +22,7 @@ pub mod reason;
 pub mod request;
 pub mod response;
 pub mod scopes;
+pub mod shared_store;
 pub mod validate;
 pub mod verify;
 pub mod verify_pure;

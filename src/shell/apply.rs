@@ -68,7 +68,7 @@ pub fn deny(
     plugin.metrics.denied(reason);
     // Debug formatting quotes and escapes values, so a crafted sub cannot forge log lines.
     log::info!(
-        "okta_jwt: denied status={} reason={} detail={:?} rule={} provider={} sub={:?} cid={:?} request_id={:?}",
+        "denied status={} reason={} detail={:?} rule={} provider={} sub={:?} cid={:?} request_id={:?}",
         r.status,
         reason.as_str(),
         d.detail,

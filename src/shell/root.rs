@@ -71,7 +71,7 @@ impl Root {
         let metrics = Metrics::define(&names);
         let caches = config.providers.iter().map(ProviderCache::new).collect();
         log::info!(
-            "okta_jwt: configured {} provider(s), {} rule(s), signature backend {}",
+            "configured {} provider(s), {} rule(s), signature backend {}",
             config.providers.len(),
             config.rules.len(),
             verifier.name()
@@ -140,19 +140,19 @@ impl Root {
                 fresh_s,
             } => {
                 plugin.metrics.fetch(provider, true);
-                log::info!(
-                    "okta_jwt: jwks fetched provider={name} keys={keys} fresh_for_s={fresh_s}"
-                );
+                log::info!("jwks fetched provider={name} keys={keys} fresh_for_s={fresh_s}");
                 for s in skipped {
-                    log::warn!("okta_jwt: jwks key skipped provider={name}: {s}");
+                    log::warn!("jwks key skipped provider={name}: {s}");
                 }
             }
             FetchOutcome::Discovered => {
-                log::info!("okta_jwt: discovery document read provider={name}");
+                log::info!("discovery document read provider={name}");
             }
             FetchOutcome::Failed { why, retry_in_ms } => {
                 plugin.metrics.fetch(provider, false);
-                log::warn!("okta_jwt: jwks fetch failed provider={name}: {why}{extra}; retrying in {retry_in_ms} ms");
+                log::warn!(
+                    "jwks fetch failed provider={name}: {why}{extra}; retrying in {retry_in_ms} ms"
+                );
             }
         }
     }
@@ -252,7 +252,7 @@ impl RootContext for Root {
         match self.configure() {
             Ok(()) => true,
             Err(e) => {
-                log::error!("okta_jwt: invalid configuration: {e}");
+                log::error!("invalid configuration: {e}");
                 false
             }
         }

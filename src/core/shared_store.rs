@@ -1,0 +1,151 @@
+//! A compare-and-swap key-value store, the shape of proxy-wasm shared data: every VM (one per
+//! Envoy worker thread) sees the same values, and a write succeeds only if nobody wrote since
+//! the read. The core's cross-worker state machines are written against this trait so they
+//! are tested natively with the in-memory store below.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Versions are opaque; `None` on a write means "only if the key does not exist yet" to the
+/// in-memory store and "unconditionally" to hosts that cannot express the former, so callers
+/// always pass the version they read.
+pub type Cas = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteError {
+    /// Someone else wrote first: read again and retry.
+    Conflict,
+    /// The store refused (for example over its size limit).
+    Failed,
+}
+
+pub trait SharedStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<Cas>);
+    fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), WriteError>;
+}
+
+/// Attempts of one read-modify-write before giving up; conflicts only come from other workers
+/// writing the same key at the same instant, so a handful is plenty.
+pub const MAX_CAS_ATTEMPTS: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateError {
+    /// Too many conflicting writers.
+    Contended,
+    Failed,
+}
+
+/// Read-modify-write with retries. `f` gets the current value (None if absent) and returns
+/// the value to write, or `None` to leave the store untouched. Returns what `f` last returned.
+pub fn update<S: SharedStore + ?Sized, T>(
+    store: &S,
+    key: &str,
+    mut f: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
+) -> Result<T, UpdateError> {
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let (current, cas) = store.get(key);
+        let (next, out) = f(current.as_deref());
+        let Some(next) = next else { return Ok(out) };
+        match store.set(key, &next, cas) {
+            Ok(()) => return Ok(out),
+            Err(WriteError::Conflict) => continue,
+            Err(WriteError::Failed) => return Err(UpdateError::Failed),
+        }
+    }
+    Err(UpdateError::Contended)
+}
+
+/// An in-memory store with real CAS semantics, for tests of everything built on the trait.
+#[derive(Default)]
+pub struct MemoryStore {
+    map: RefCell<HashMap<String, (Vec<u8>, Cas)>>,
+}
+
+impl SharedStore for MemoryStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<Cas>) {
+        match self.map.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), WriteError> {
+        let mut map = self.map.borrow_mut();
+        let current = map.get(key).map(|(_, c)| *c);
+        if current != cas {
+            return Err(WriteError::Conflict);
+        }
+        map.insert(
+            key.to_owned(),
+            (value.to_vec(), current.unwrap_or(0).wrapping_add(1)),
+        );
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    pub fn len(&self) -> usize {
+        self.map.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cas_refuses_stale_writes() {
+        let s = MemoryStore::default();
+        assert_eq!(s.get("k"), (None, None));
+        s.set("k", b"1", None).unwrap();
+        let (_, cas) = s.get("k");
+        assert_eq!(
+            s.set("k", b"x", None),
+            Err(WriteError::Conflict),
+            "key exists now"
+        );
+        s.set("k", b"2", cas).unwrap();
+        assert_eq!(
+            s.set("k", b"3", cas),
+            Err(WriteError::Conflict),
+            "stale version"
+        );
+        assert_eq!(s.get("k").0.as_deref(), Some(&b"2"[..]));
+    }
+
+    /// A writer that sneaks in between a read and a write forces a retry, and nothing is lost.
+    #[test]
+    fn update_retries_on_conflict() {
+        let s = MemoryStore::default();
+        s.set("n", b"0", None).unwrap();
+        let mut interfered = false;
+        let result = update(&s, "n", |cur| {
+            let n: u32 = std::str::from_utf8(cur.unwrap()).unwrap().parse().unwrap();
+            if !interfered {
+                interfered = true;
+                let (_, cas) = s.get("n");
+                s.set("n", b"10", cas).unwrap();
+            }
+            (Some((n + 1).to_string().into_bytes()), n + 1)
+        })
+        .unwrap();
+        assert_eq!(result, 11);
+        assert_eq!(s.get("n").0.as_deref(), Some(&b"11"[..]));
+    }
+
+    #[test]
+    fn update_gives_up_when_always_contended() {
+        let s = MemoryStore::default();
+        s.set("n", b"0", None).unwrap();
+        let r = update(&s, "n", |_| {
+            let (_, cas) = s.get("n");
+            s.set("n", b"0", cas).unwrap();
+            (Some(b"1".to_vec()), ())
+        });
+        assert_eq!(r, Err(UpdateError::Contended));
+    }
+}

@@ -1,0 +1,341 @@
+"""Process management for the integration stack: mock IdP, echo upstream and Envoy.
+
+Standard library only, so `stack.py` (the `make run` demo) can use it as well as pytest.
+Every child runs in its own process group with its output in files under a work
+directory; every wait is bounded in polls and in time; children are stopped by their
+owner (a fixture finalizer), by an atexit backstop, and by the kernel if we die hard.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TypeVar
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "envoy"))
+import render  # noqa: E402  (envoy/render.py: the same renderer `make`, compose and CI use)
+
+T = TypeVar("T")
+
+
+class HarnessError(RuntimeError):
+    pass
+
+
+# --- where the binaries are -------------------------------------------------------------
+
+def _target_dir() -> Path:
+    return REPO / os.environ.get("CARGO_TARGET_DIR", "target")  # an absolute value wins
+
+
+def _artifact(env: str, default: Path, make_target: str) -> Path:
+    path = Path(os.environ.get(env) or default)
+    if not path.is_file():
+        raise HarnessError(f"{path} not found: run `make {make_target}` (or set {env})")
+    return path
+
+
+def wasm_path() -> Path:
+    return _artifact("OKTA_JWT_WASM",
+                     _target_dir() / "wasm32-wasip1/release/okta_jwt_filter.wasm", "build")
+
+
+def mock_idp_bin() -> Path:
+    return _artifact("MOCK_IDP_BIN", _target_dir() / "release/mock-idp", "build-tools")
+
+
+def echo_bin() -> Path:
+    return _artifact("ECHO_UPSTREAM_BIN", _target_dir() / "release/echo-upstream", "build-tools")
+
+
+def envoy_bin() -> Path:
+    venv_envoy = REPO / ".venv/bin/envoy"
+    default = venv_envoy if venv_envoy.exists() else Path(shutil.which("envoy") or venv_envoy)
+    return _artifact("ENVOY_BIN", default, "setup")
+
+
+# --- bounded waiting --------------------------------------------------------------------
+
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05,
+               abort: Callable[[], str | None] = lambda: None) -> T:
+    """Poll `check` until it returns a truthy value; bounded in polls and in seconds.
+
+    `abort` returns a reason to give up early (e.g. the process we wait for has exited).
+    """
+    deadline = time.monotonic() + timeout
+    for _ in range(math.ceil(timeout / interval) + 1):
+        value = check()
+        if value:
+            return value
+        reason = abort()
+        if reason:
+            raise HarnessError(f"gave up waiting for {what}: {reason}")
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    raise HarnessError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def free_port() -> int:
+    # Bind to port 0, read it, close: another process could take it before we use it,
+    # which start_stack() handles by retrying.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (OSError, ValueError):
+        return None
+
+
+# --- child processes --------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _libc = ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform == "linux" else None
+except OSError:
+    _libc = None
+
+
+def _child_setup() -> None:
+    # If the test runner is SIGKILLed, atexit never runs: have the kernel TERM the child.
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+STARTED: list["Process"] = []  # every process this interpreter started (for log tails)
+
+
+class Process:
+    def __init__(self, name: str, argv: list[str | Path], logdir: Path,
+                 env: dict[str, str] | None = None):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.stdout_path = logdir / f"{name}.stdout.log"
+        self.stderr_path = logdir / f"{name}.stderr.log"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.popen = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                env={**os.environ, **(env or {})}, cwd=logdir,
+                start_new_session=True, preexec_fn=_child_setup)
+        STARTED.append(self)
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def exit_reason(self) -> str | None:
+        code = self.popen.poll()
+        return None if code is None else f"{self.name} exited with status {code}"
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        """stdout and stderr together (Envoy logs to stderr, its access log to stdout)."""
+        return self.stdout() + self.stderr()
+
+    def tail(self, lines: int = 40) -> str:
+        parts = []
+        for path in (self.stdout_path, self.stderr_path):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
+        return "\n".join(parts)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """TERM the process group, then KILL it if it lingers.
+
+        Only signalled while the leader is unreaped, so its id cannot have been reused.
+        """
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not self.alive:
+                return
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.popen.wait(timeout=timeout)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+@atexit.register
+def _stop_everything() -> None:
+    for proc in reversed(STARTED):
+        proc.stop(timeout=2.0)
+
+
+# --- the pieces of the stack ------------------------------------------------------------
+
+_LISTENING = re.compile(r"^listening on (http://\S+)$", re.M)
+
+
+def start_mock(kind: str, logdir: Path, args: list[str], timeout: float = 30.0
+               ) -> tuple[Process, str]:
+    """Start `mock-idp` or `echo-upstream`; return it and the URL from its readiness line."""
+    binary = mock_idp_bin() if kind == "mock-idp" else echo_bin()
+    proc = Process(kind, [binary, *args], logdir)
+    try:
+        match = wait_until(lambda: _LISTENING.search(proc.stdout()), timeout,
+                           f"{kind} to print its readiness line", abort=proc.exit_reason)
+    except HarnessError as e:
+        proc.stop()
+        raise HarnessError(f"{e}\n{proc.tail()}") from None
+    return proc, match.group(1)
+
+
+def envoy_variables(*, listen_port: int, admin_port: int, idp_port: int,
+                    upstream_port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    return {
+        "BIND_ADDRESS": host,
+        "LISTEN_PORT": str(listen_port),
+        "ADMIN_PORT": str(admin_port),
+        "WASM_PATH": str(wasm_path()),
+        "UPSTREAM_HOST": host,
+        "UPSTREAM_PORT": str(upstream_port),
+        "IDP_HOST": host,
+        "IDP_PORT": str(idp_port),
+        "IDP_URL": f"http://{host}:{idp_port}",
+    }
+
+
+def start_envoy(logdir: Path, variables: dict[str, str], filter_config: dict | None = None,
+                name: str = "envoy", concurrency: int = 2) -> Process:
+    """Render the bootstrap into `logdir` and start Envoy; does not wait for readiness.
+
+    Two workers so that per-process sharing (rate limits, JWKS refetches) is exercised.
+    """
+    config = logdir / f"{name}.yaml"
+    render.render(config, variables, filter_config=filter_config)
+    return Process(name, [envoy_bin(), "-c", config, "--disable-hot-restart",
+                          "--concurrency", str(concurrency), "--log-level", "info"], logdir)
+
+
+def envoy_ready(admin_url: str, listen_port: int, host: str = "127.0.0.1") -> bool:
+    return http_status(f"{admin_url}/ready") == 200 and port_open(host, listen_port)
+
+
+def wait_envoy_ready(proc: Process, admin_url: str, listen_port: int,
+                     timeout: float = 60.0) -> None:
+    wait_until(lambda: envoy_ready(admin_url, listen_port), timeout,
+               f"Envoy ({admin_url}/ready and port {listen_port})",
+               interval=0.1, abort=proc.exit_reason)
+
+
+@dataclass
+class Stack:
+    envoy_url: str
+    admin_url: str
+    idp_url: str
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    @property
+    def local(self) -> bool:
+        """False when the tests run against a stack someone else started (compose)."""
+        return bool(self.processes)
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.processes.values())):
+            proc.stop()
+
+
+def start_stack(workdir: Path, *, envoy_port: int = 0, admin_port: int = 0,
+                idp_port: int = 0, upstream_port: int = 0, concurrency: int = 2,
+                attempts: int = 3) -> Stack:
+    """Start mock IdP, echo upstream and Envoy; port 0 means "pick a free one"."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    started: list[Process] = []
+    try:
+        idp, idp_url = start_mock("mock-idp", workdir, ["--listen", f"127.0.0.1:{idp_port}"])
+        started.append(idp)
+        echo, echo_url = start_mock("echo-upstream", workdir,
+                                    ["--listen", f"127.0.0.1:{upstream_port}"])
+        started.append(echo)
+        for attempt in range(1, attempts + 1):
+            listen, admin = envoy_port or free_port(), admin_port or free_port()
+            variables = envoy_variables(listen_port=listen, admin_port=admin,
+                                        idp_port=_port_of(idp_url),
+                                        upstream_port=_port_of(echo_url))
+            envoy = start_envoy(workdir, variables, concurrency=concurrency)
+            started.append(envoy)
+            admin_url = f"http://127.0.0.1:{admin}"
+            try:
+                wait_envoy_ready(envoy, admin_url, listen)
+                break
+            except HarnessError as e:
+                envoy.stop()
+                raced = "Address already in use" in envoy.output()
+                if not raced or attempt == attempts or (envoy_port and admin_port):
+                    raise HarnessError(f"{e}\n{envoy.tail()}") from None
+        return Stack(envoy_url=f"http://127.0.0.1:{listen}", admin_url=admin_url,
+                     idp_url=idp_url,
+                     processes={"mock-idp": idp, "echo-upstream": echo, "envoy": envoy})
+    except BaseException:
+        for proc in reversed(started):
+            proc.stop()
+        raise
+
+
+_EXTERNAL = ("STACK_ENVOY_URL", "STACK_ADMIN_URL", "STACK_IDP_URL")
+
+
+def external_urls() -> tuple[str, str, str] | None:
+    """(envoy, admin, idp) URLs of a stack someone else runs, from the environment."""
+    values = [os.environ.get(n, "").rstrip("/") for n in _EXTERNAL]
+    if not any(values):
+        return None
+    if not all(values):
+        raise HarnessError(f"set all of {', '.join(_EXTERNAL)} or none of them")
+    return values[0], values[1], values[2]
+
+
+def external_stack(timeout: float = 120.0) -> Stack | None:
+    """The stack named by STACK_ENVOY_URL / STACK_ADMIN_URL / STACK_IDP_URL, once it answers.
+
+    STACK_IDP_URL must be the IdP's public URL (the one its issuers are built from).
+    """
+    urls = external_urls()
+    if urls is None:
+        return None
+    envoy_url, admin_url, idp_url = urls
+    wait_until(lambda: http_status(f"{admin_url}/ready") == 200
+               and http_status(f"{idp_url}/oauth2/default/.well-known/openid-configuration") == 200,
+               timeout, f"the external stack ({admin_url}/ready and {idp_url})", interval=0.5)
+    return Stack(envoy_url=envoy_url, admin_url=admin_url, idp_url=idp_url)
+
+
+def _port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].rstrip("/"))

@@ -1,0 +1,68 @@
+"""Token sources: provider "browser" reads the cookie `access_token`, then the query
+parameter `access_token` (rules /cookie and /query); provider "okta" reads only the
+Authorization header. A token taken from a source is removed before the upstream."""
+
+import urllib.parse
+
+from client import assert_allowed, assert_invalid_token, assert_no_token
+
+
+def _cookies(header: str | None) -> dict[str, str]:
+    pairs = (c.strip().partition("=") for c in (header or "").split(";") if c.strip())
+    return {name: value for name, _, value in pairs}
+
+
+def _split(path: str) -> tuple[str, list[tuple[str, str]]]:
+    base, _, query = path.partition("?")
+    return base, urllib.parse.parse_qsl(query, keep_blank_values=True)
+
+
+def test_query_token_is_used_and_removed(api):
+    token = api.mint()
+    echo = assert_allowed(api.get(f"/query/items?a=1&access_token={token}&b=x%20y"))
+    base, params = _split(echo["path"])
+    assert token not in echo["path"]
+    assert base == "/query/items" and params == [("a", "1"), ("b", "x y")]
+    assert echo["headers"]["x-jwt-sub"] == "alice@example.com"
+
+
+def test_query_token_alone_leaves_no_parameter(api):
+    token = api.mint()
+    echo = assert_allowed(api.get(f"/query?access_token={token}"))
+    assert _split(echo["path"]) == ("/query", [])
+
+
+def test_cookie_token_is_used_and_removed(api):
+    token = api.mint()
+    echo = assert_allowed(api.get("/cookie", headers={
+        "cookie": f"theme=dark; access_token={token}; lang=en"}))
+    assert token not in str(echo["headers"])
+    assert _cookies(echo["headers"].get("cookie")) == {"theme": "dark", "lang": "en"}
+
+
+def test_cookie_token_alone_leaves_no_cookie(api):
+    token = api.mint()
+    echo = assert_allowed(api.get("/cookie", headers={"cookie": f"access_token={token}"}))
+    assert _cookies(echo["headers"].get("cookie")) == {}
+
+
+def test_first_present_source_is_the_token(api):
+    good, bad = api.mint(), api.mint(signing_key="rogue")
+    # "browser" tries the cookie first: the query parameter is not looked at.
+    assert_allowed(api.get(f"/query?access_token={bad}", headers={"cookie": f"access_token={good}"}))
+    reply = api.get(f"/query?access_token={good}", headers={"cookie": f"access_token={bad}"})
+    assert_invalid_token(reply, bad)
+
+
+def test_invalid_query_token_is_401(api):
+    token = api.mint(signing_key="rogue")
+    assert_invalid_token(api.get(f"/query?access_token={token}"), token)
+
+
+def test_sources_belong_to_their_provider(api):
+    token = api.mint()
+    # "browser" does not read the Authorization header ...
+    assert_no_token(api.get("/cookie", token))
+    # ... and "okta" (the only provider of /api/orders) reads nothing else.
+    assert_no_token(api.get(f"/api/orders?access_token={token}"))
+    assert_no_token(api.get("/api/orders", headers={"cookie": f"access_token={token}"}))
