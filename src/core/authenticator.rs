@@ -26,6 +26,10 @@ pub enum KeyState<'k> {
 
 pub trait KeySource {
     fn keys(&self, provider: usize) -> KeyState<'_>;
+
+    /// For a token whose kid is not in the set: whether to wait for a (re)fetch rather than
+    /// reject now. False when a refetch ran too recently for another to start.
+    fn unknown_kid_may_wait(&self, provider: usize) -> bool;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +46,12 @@ pub enum Outcome {
         /// For `insufficient_scope`: the scopes to name in `WWW-Authenticate`.
         scope: Option<String>,
     },
-    /// The provider's first key fetch is still in flight; decide again once it ends.
+    /// Decide again once the provider's next fetch ends: its first fetch is in flight
+    /// (`refetch: false`), or the token's kid is unknown and a refetch may find it
+    /// (`refetch: true`).
     Wait {
         provider: usize,
+        refetch: bool,
     },
 }
 
@@ -205,7 +212,10 @@ fn authenticate(
     let set = match env.keys.keys(pi) {
         KeyState::Ready(set) => set,
         KeyState::Pending => {
-            d.outcome = Outcome::Wait { provider: pi };
+            d.outcome = Outcome::Wait {
+                provider: pi,
+                refetch: false,
+            };
             return d;
         }
         KeyState::Unavailable => {
@@ -216,6 +226,15 @@ fn authenticate(
         }
     };
     if let Err((reason, detail)) = verify_signature(env.verifier, set, &parsed) {
+        let kid_unknown = parsed.kid.as_deref().is_some_and(|k| !set.has_kid(k));
+        if kid_unknown && env.keys.unknown_kid_may_wait(pi) {
+            d.outcome = Outcome::Wait {
+                provider: pi,
+                refetch: true,
+            };
+            d.detail = "kid not in the key set; waiting for a refetch";
+            return d;
+        }
         return d.deny(reason, detail);
     }
     d.sub = parsed
@@ -337,16 +356,21 @@ mod tests {
 
     enum Keys {
         Ready(KeySet),
+        /// Ready, and an unknown kid may wait for a refetch.
+        Refetchable(KeySet),
         Pending,
         Unavailable,
     }
     impl KeySource for Keys {
         fn keys(&self, _provider: usize) -> KeyState<'_> {
             match self {
-                Keys::Ready(set) => KeyState::Ready(set),
+                Keys::Ready(set) | Keys::Refetchable(set) => KeyState::Ready(set),
                 Keys::Pending => KeyState::Pending,
                 Keys::Unavailable => KeyState::Unavailable,
             }
+        }
+        fn unknown_kid_may_wait(&self, _provider: usize) -> bool {
+            matches!(self, Keys::Refetchable(_))
         }
     }
 
@@ -539,6 +563,37 @@ mod tests {
     }
 
     #[test]
+    fn unknown_kid_waits_for_a_refetch_only_when_one_may_run() {
+        let unknown = token_with(
+            json!({"alg": "RS256", "kid": "new"}),
+            claims(json!({})),
+            b"good",
+        );
+        let h = [("authorization", bearer(&unknown))];
+        let h: Vec<(&str, &str)> = h.iter().map(|(a, b)| (*a, b.as_str())).collect();
+        let d = run_with(&Keys::Refetchable(key_set()), "GET", "/x", &h);
+        assert_eq!(
+            d.outcome,
+            Outcome::Wait {
+                provider: 1,
+                refetch: true
+            }
+        );
+        let d = run_with(&Keys::Ready(key_set()), "GET", "/x", &h);
+        assert_eq!(denied(&d), Some(Reason::UnknownKid));
+        // A known kid with a bad signature never waits.
+        let bad = token_with(
+            json!({"alg": "RS256", "kid": "k1"}),
+            claims(json!({})),
+            b"bad",
+        );
+        let h = [("authorization", bearer(&bad))];
+        let h: Vec<(&str, &str)> = h.iter().map(|(a, b)| (*a, b.as_str())).collect();
+        let d = run_with(&Keys::Refetchable(key_set()), "GET", "/x", &h);
+        assert_eq!(denied(&d), Some(Reason::BadSignature));
+    }
+
+    #[test]
     fn kidless_token_tries_every_fitting_key() {
         let t = token_with(json!({"alg": "RS256"}), claims(json!({})), b"good");
         assert_eq!(
@@ -679,7 +734,10 @@ mod tests {
         let h: Vec<(&str, &str)> = h.iter().map(|(a, b)| (*a, b.as_str())).collect();
         assert_eq!(
             run_with(&Keys::Pending, "GET", "/x", &h).outcome,
-            Outcome::Wait { provider: 1 }
+            Outcome::Wait {
+                provider: 1,
+                refetch: false
+            }
         );
         assert_eq!(
             denied(&run_with(&Keys::Unavailable, "GET", "/x", &h)),

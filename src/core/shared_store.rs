@@ -6,9 +6,11 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// Versions are opaque; `None` on a write means "only if the key does not exist yet" to the
-/// in-memory store and "unconditionally" to hosts that cannot express the former, so callers
-/// always pass the version they read.
+/// Versions are opaque. Envoy's semantics, which `MemoryStore` reproduces: a write with the
+/// version that was read succeeds only if nobody wrote since; a write with `None` overwrites
+/// unconditionally; and a write to a key that does not exist always succeeds. So CAS only
+/// protects keys that already exist: create them up front (see `ensure`), from the main
+/// thread's VM, which Envoy configures before any worker's.
 pub type Cas = u32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +57,20 @@ pub fn update<S: SharedStore + ?Sized, T>(
     Err(UpdateError::Contended)
 }
 
-/// An in-memory store with real CAS semantics, for tests of everything built on the trait.
+/// Creates `key` with `initial` unless it exists. Racing creators may both write, so `initial`
+/// must be a value every creator would write identically.
+pub fn ensure<S: SharedStore + ?Sized>(
+    store: &S,
+    key: &str,
+    initial: &[u8],
+) -> Result<(), WriteError> {
+    match store.get(key) {
+        (Some(_), _) => Ok(()),
+        (None, _) => store.set(key, initial, None),
+    }
+}
+
+/// An in-memory store with Envoy's CAS semantics, for tests of everything built on the trait.
 #[derive(Default)]
 pub struct MemoryStore {
     map: RefCell<HashMap<String, (Vec<u8>, Cas)>>,
@@ -72,13 +87,14 @@ impl SharedStore for MemoryStore {
     fn set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), WriteError> {
         let mut map = self.map.borrow_mut();
         let current = map.get(key).map(|(_, c)| *c);
-        if current != cas {
-            return Err(WriteError::Conflict);
+        if let (Some(current), Some(cas)) = (current, cas) {
+            if current != cas {
+                return Err(WriteError::Conflict);
+            }
         }
-        map.insert(
-            key.to_owned(),
-            (value.to_vec(), current.unwrap_or(0).wrapping_add(1)),
-        );
+        // Like Envoy, versions are never 0 and always move forward.
+        let next = current.unwrap_or(0).wrapping_add(1).max(1);
+        map.insert(key.to_owned(), (value.to_vec(), next));
         Ok(())
     }
 }
@@ -98,16 +114,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cas_refuses_stale_writes() {
+    fn cas_refuses_stale_writes_like_envoy() {
         let s = MemoryStore::default();
         assert_eq!(s.get("k"), (None, None));
-        s.set("k", b"1", None).unwrap();
+        s.set("k", b"1", Some(42)).unwrap();
         let (_, cas) = s.get("k");
-        assert_eq!(
-            s.set("k", b"x", None),
-            Err(WriteError::Conflict),
-            "key exists now"
-        );
         s.set("k", b"2", cas).unwrap();
         assert_eq!(
             s.set("k", b"3", cas),
@@ -115,6 +126,16 @@ mod tests {
             "stale version"
         );
         assert_eq!(s.get("k").0.as_deref(), Some(&b"2"[..]));
+        s.set("k", b"4", None).unwrap();
+        assert_eq!(s.get("k").0.as_deref(), Some(&b"4"[..]), "None overwrites");
+        ensure(&s, "k", b"init").unwrap();
+        assert_eq!(
+            s.get("k").0.as_deref(),
+            Some(&b"4"[..]),
+            "ensure keeps what exists"
+        );
+        ensure(&s, "new", b"init").unwrap();
+        assert_eq!(s.get("new").0.as_deref(), Some(&b"init"[..]));
     }
 
     /// A writer that sneaks in between a read and a write forces a retry, and nothing is lost.

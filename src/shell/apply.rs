@@ -42,10 +42,16 @@ pub fn apply(plugin: &Plugin, d: &Decision, req: &SavedRequest, now_ms: u64) -> 
             deny(plugin, *reason, scope.as_deref(), retry, d, req);
             Applied::Responded
         }
-        // The caller parks the request; reaching here means it could not.
-        Outcome::Wait { provider } => {
+        // Reached only when the request could not be parked, or waited too long: keys that
+        // exist without this kid make the token the problem; no keys at all is a 503.
+        Outcome::Wait { provider, refetch } => {
+            let reason = if *refetch {
+                Reason::UnknownKid
+            } else {
+                Reason::JwksUnavailable
+            };
             let retry = plugin.retry_after_s(Some(*provider), now_ms);
-            deny(plugin, Reason::JwksUnavailable, None, retry, d, req);
+            deny(plugin, reason, None, retry, d, req);
             Applied::Responded
         }
     }

@@ -10,7 +10,8 @@ use crate::core::authenticator::{Decision, Outcome};
 use crate::core::reason::Reason;
 
 use super::apply::{self, Applied};
-use super::plugin::{Plugin, SavedRequest, Waiter, MAX_WAITERS};
+use super::fetch;
+use super::plugin::{Plugin, SavedRequest, Waiter};
 use super::root::now_ms;
 
 pub struct Http {
@@ -77,24 +78,34 @@ impl HttpContext for Http {
             return Action::Pause;
         };
         let d = self.plugin.decide(now, &req);
-        if let Outcome::Wait { provider } = d.outcome {
-            let mut waiters = self.plugin.waiters.borrow_mut();
-            if waiters.len() < MAX_WAITERS {
+        let req = match d.outcome {
+            Outcome::Wait { provider, refetch } => {
                 let timeout = self
                     .plugin
                     .caches
                     .borrow()
                     .get(provider)
                     .map_or(0, |c| c.timeout_ms());
-                waiters.push(Waiter {
+                let waiter = Waiter {
                     context_id: self.context_id,
                     provider,
                     deadline_ms: now + timeout,
                     request: req,
-                });
-                return Action::Pause;
+                };
+                // Once parked, the root side answers or resumes the request.
+                match fetch::park(&self.plugin, waiter, refetch, now) {
+                    Ok(()) => return Action::Pause,
+                    Err(waiter) => {
+                        let d = self.plugin.decide(now, &waiter.request);
+                        return match apply::apply(&self.plugin, &d, &waiter.request, now) {
+                            Applied::Continue => Action::Continue,
+                            Applied::Responded => Action::Pause,
+                        };
+                    }
+                }
             }
-        }
+            _ => req,
+        };
         match apply::apply(&self.plugin, &d, &req, now) {
             Applied::Continue => Action::Continue,
             Applied::Responded => Action::Pause,

@@ -1,20 +1,29 @@
-//! Counters in Envoy's stats, all prefixed `okta_jwt_`.
+//! Counters and gauges in Envoy's stats, all prefixed `okta_jwt_` (Envoy shows them under
+//! `wasmcustom.`).
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
 use crate::core::reason::{self, Reason};
 
+/// Stats of one provider's key set.
+struct ProviderStats {
+    fetch_ok: Option<u32>,
+    fetch_failed: Option<u32>,
+    refetch_unknown_kid: Option<u32>,
+    keys: Option<u32>,
+    age_s: Option<u32>,
+}
+
 pub struct Metrics {
     allowed: Option<u32>,
     denied: Vec<(Reason, Option<u32>)>,
-    fetch_ok: Vec<Option<u32>>,
-    fetch_failed: Vec<Option<u32>>,
+    providers: Vec<ProviderStats>,
 }
 
-fn counter(name: &str) -> Option<u32> {
+fn define(kind: MetricType, name: &str) -> Option<u32> {
     // A stat that cannot be defined must not stop traffic; it is just not counted.
-    hostcalls::define_metric(MetricType::Counter, name).ok()
+    hostcalls::define_metric(kind, name).ok()
 }
 
 fn bump(id: Option<u32>) {
@@ -23,21 +32,31 @@ fn bump(id: Option<u32>) {
     }
 }
 
+fn record(id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        let _ = hostcalls::record_metric(id, value);
+    }
+}
+
 impl Metrics {
     pub fn define(provider_names: &[&str]) -> Metrics {
+        let counter = |name: String| define(MetricType::Counter, &name);
+        let gauge = |name: String| define(MetricType::Gauge, &name);
         Metrics {
-            allowed: counter("okta_jwt_allowed"),
+            allowed: counter("okta_jwt_allowed".into()),
             denied: reason::ALL
                 .iter()
-                .map(|r| (*r, counter(&format!("okta_jwt_denied_{}", r.as_str()))))
+                .map(|r| (*r, counter(format!("okta_jwt_denied_{}", r.as_str()))))
                 .collect(),
-            fetch_ok: provider_names
+            providers: provider_names
                 .iter()
-                .map(|p| counter(&format!("okta_jwt_jwks_fetch_success_{p}")))
-                .collect(),
-            fetch_failed: provider_names
-                .iter()
-                .map(|p| counter(&format!("okta_jwt_jwks_fetch_failure_{p}")))
+                .map(|p| ProviderStats {
+                    fetch_ok: counter(format!("okta_jwt_jwks_fetch_success_{p}")),
+                    fetch_failed: counter(format!("okta_jwt_jwks_fetch_failure_{p}")),
+                    refetch_unknown_kid: counter(format!("okta_jwt_jwks_refetch_unknown_kid_{p}")),
+                    keys: gauge(format!("okta_jwt_jwks_keys_{p}")),
+                    age_s: gauge(format!("okta_jwt_jwks_age_s_{p}")),
+                })
                 .collect(),
         }
     }
@@ -53,11 +72,21 @@ impl Metrics {
     }
 
     pub fn fetch(&self, provider: usize, ok: bool) {
-        let list = if ok {
-            &self.fetch_ok
-        } else {
-            &self.fetch_failed
-        };
-        bump(list.get(provider).copied().flatten());
+        if let Some(p) = self.providers.get(provider) {
+            bump(if ok { p.fetch_ok } else { p.fetch_failed });
+        }
+    }
+
+    pub fn refetch_unknown_kid(&self, provider: usize) {
+        if let Some(p) = self.providers.get(provider) {
+            bump(p.refetch_unknown_kid);
+        }
+    }
+
+    pub fn key_set(&self, provider: usize, keys: u64, age_s: u64) {
+        if let Some(p) = self.providers.get(provider) {
+            record(p.keys, keys);
+            record(p.age_s, age_s);
+        }
     }
 }

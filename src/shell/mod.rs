@@ -1,15 +1,17 @@
 //! The thin layer that talks to the proxy-wasm host. Decisions live in `crate::core`.
 
 mod apply;
+mod fetch;
 mod host_verify;
 mod http;
 mod metrics;
 mod plugin;
 mod root;
+mod shared_data;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root::Root::default())
+        Box::new(root::Root::new())
     });
 }}

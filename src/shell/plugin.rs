@@ -2,7 +2,7 @@
 //! key caches, the signature verifier, stats, and requests waiting for keys.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::core::authenticator::{self, Decision, Env, KeySource, KeyState};
 use crate::core::config::Config;
@@ -34,11 +34,14 @@ impl SavedRequest {
 pub struct Waiter {
     pub context_id: u32,
     pub provider: usize,
+    /// Set once when the request is parked; re-parking after a fetch keeps it.
     pub deadline_ms: u64,
     pub request: SavedRequest,
 }
 
 pub struct Plugin {
+    /// This VM's identity in shared-data leases.
+    pub owner: u64,
     pub config: Config,
     pub verifier: Box<dyn SignatureVerifier>,
     pub metrics: Metrics,
@@ -46,15 +49,26 @@ pub struct Plugin {
     pub waiters: RefCell<Vec<Waiter>>,
     /// In-flight HTTP call token → provider index.
     pub fetches: RefCell<HashMap<u32, usize>>,
+    /// Providers for which a parked request asked for an unknown-kid refetch.
+    pub refetch_wanted: RefCell<HashSet<usize>>,
 }
 
-struct Caches<'a>(&'a [ProviderCache]);
+struct Caches<'a> {
+    caches: &'a [ProviderCache],
+    now_ms: u64,
+}
 
 impl KeySource for Caches<'_> {
     fn keys(&self, provider: usize) -> KeyState<'_> {
-        self.0
+        self.caches
             .get(provider)
             .map_or(KeyState::Unavailable, ProviderCache::key_state)
+    }
+
+    fn unknown_kid_may_wait(&self, provider: usize) -> bool {
+        self.caches
+            .get(provider)
+            .is_some_and(|c| c.unknown_kid_may_wait(self.now_ms))
     }
 }
 
@@ -63,7 +77,10 @@ impl Plugin {
         let caches = self.caches.borrow();
         let env = Env {
             config: &self.config,
-            keys: &Caches(&caches),
+            keys: &Caches {
+                caches: &caches,
+                now_ms,
+            },
             verifier: self.verifier.as_ref(),
             now: now_ms / 1000,
         };
