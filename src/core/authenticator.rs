@@ -1,7 +1,9 @@
 //! The decision for one request: path, rule, token, provider, key, signature, claims, policy.
 //! Pure: the shell supplies the keys it holds, a signature verifier and the clock.
 
-use serde_json::Value;
+use std::cell::RefCell;
+
+use serde_json::{Map, Value};
 
 use super::config::{Auth, Config, Provider, Rule, Source};
 use super::extract::{self, Extracted};
@@ -11,6 +13,7 @@ use super::path;
 use super::policy;
 use super::reason::Reason;
 use super::request::{Headers, Request};
+use super::token_cache::{TokenCache, Verified};
 use super::validate;
 use super::verify::SignatureVerifier;
 use super::{cookie, forward, query};
@@ -68,6 +71,8 @@ pub struct Decision {
     pub cid: Option<String>,
     /// Precise reason for the log; never token bytes.
     pub detail: &'static str,
+    /// Whether the verified-token cache answered (`None`: no token was verified).
+    pub cache_hit: Option<bool>,
 }
 
 impl Decision {
@@ -81,7 +86,13 @@ impl Decision {
             sub: None,
             cid: None,
             detail: "",
+            cache_hit: None,
         }
+    }
+
+    /// A denial decided before any rule applies.
+    pub fn rejected(reason: Reason, detail: &'static str) -> Decision {
+        Decision::new(Outcome::Allow).deny(reason, detail)
     }
 
     fn deny(mut self, reason: Reason, detail: &'static str) -> Decision {
@@ -96,6 +107,8 @@ impl Decision {
 
 pub struct Env<'a> {
     pub config: &'a Config,
+    /// Tokens verified earlier by this VM; `None` disables the shortcut.
+    pub cache: Option<&'a RefCell<TokenCache>>,
     pub keys: &'a dyn KeySource,
     pub verifier: &'a dyn SignatureVerifier,
     /// Seconds since the Unix epoch.
@@ -186,6 +199,31 @@ fn authenticate(
             _ => d.deny(Reason::MissingToken, "no token in any configured source"),
         };
     };
+    if let Some(cache) = env.cache {
+        let mut cache = cache.borrow_mut();
+        if let Some(hit) = cache.get(&token, env.now) {
+            let usable = rule.providers.contains(&hit.provider)
+                && cfg.providers[hit.provider].from.contains(source)
+                && matches!(env.keys.keys(hit.provider),
+                            KeyState::Ready(set) if set.has_fingerprint(hit.key));
+            if usable {
+                d.cache_hit = Some(true);
+                d.provider = Some(hit.provider);
+                let payload_b64 = token.split('.').nth(1).unwrap_or_default();
+                return authorize(
+                    cfg,
+                    rule,
+                    params,
+                    req,
+                    source,
+                    hit.provider,
+                    &hit.claims,
+                    payload_b64,
+                    d,
+                );
+            }
+        }
+    }
     let parsed = match jws::parse(&token) {
         Ok(t) => t,
         Err(e) => return d.deny(e.reason, e.detail),
@@ -225,18 +263,22 @@ fn authenticate(
             )
         }
     };
-    if let Err((reason, detail)) = verify_signature(env.verifier, set, &parsed) {
-        let kid_unknown = parsed.kid.as_deref().is_some_and(|k| !set.has_kid(k));
-        if kid_unknown && env.keys.unknown_kid_may_wait(pi) {
-            d.outcome = Outcome::Wait {
-                provider: pi,
-                refetch: true,
-            };
-            d.detail = "kid not in the key set; waiting for a refetch";
-            return d;
+    let key = match verify_signature(env.verifier, set, &parsed) {
+        Ok(key) => key,
+        Err((reason, detail)) => {
+            let kid_unknown = parsed.kid.as_deref().is_some_and(|k| !set.has_kid(k));
+            if kid_unknown && env.keys.unknown_kid_may_wait(pi) {
+                d.outcome = Outcome::Wait {
+                    provider: pi,
+                    refetch: true,
+                };
+                d.detail = "kid not in the key set; waiting for a refetch";
+                return d;
+            }
+            return d.deny(reason, detail);
         }
-        return d.deny(reason, detail);
-    }
+    };
+    d.cache_hit = Some(false);
     d.sub = parsed
         .claims
         .get("sub")
@@ -246,7 +288,55 @@ fn authenticate(
     if let Err(e) = validate::check(p, &parsed.claims, env.now) {
         return d.deny(e.reason, e.detail);
     }
-    if let Err(denied) = policy::check(rule, &parsed.claims, &params.to_vec()) {
+    if let Some(cache) = env.cache {
+        // `check` passed, so exp is a finite number.
+        let exp = parsed
+            .claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        cache.borrow_mut().insert(
+            &token,
+            Verified {
+                provider: pi,
+                key,
+                usable_until: exp + p.clock_skew_s as f64,
+                claims: parsed.claims.clone(),
+            },
+        );
+    }
+    authorize(
+        cfg,
+        rule,
+        params,
+        req,
+        source,
+        pi,
+        &parsed.claims,
+        parsed.payload_b64,
+        d,
+    )
+}
+
+/// Everything after the token is known good: the rule's policy, then what goes upstream.
+#[allow(clippy::too_many_arguments)]
+fn authorize(
+    cfg: &Config,
+    rule: &Rule,
+    params: &[(&str, &str)],
+    req: &Request<'_>,
+    source: &Source,
+    provider: usize,
+    claims: &Map<String, Value>,
+    payload_b64: &str,
+    mut d: Decision,
+) -> Decision {
+    let p = &cfg.providers[provider];
+    if d.sub.is_none() {
+        d.sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+        d.cid = validate::client_id(claims).map(str::to_owned);
+    }
+    if let Err(denied) = policy::check(rule, claims, params) {
         let reason = denied.reason();
         d = d.deny(reason, "");
         match denied {
@@ -261,7 +351,7 @@ fn authenticate(
         }
         return d;
     }
-    forward_claims(p, &parsed, &mut d.ops);
+    forward_claims(p, claims, payload_b64, &mut d.ops);
     if !p.forward_token {
         remove_token(source, req, &mut d);
     }
@@ -273,7 +363,7 @@ fn verify_signature(
     verifier: &dyn SignatureVerifier,
     set: &KeySet,
     token: &Token<'_>,
-) -> Result<(), (Reason, &'static str)> {
+) -> Result<u64, (Reason, &'static str)> {
     let mut tried = false;
     let candidates: Box<dyn Iterator<Item = _>> = match &token.kid {
         Some(kid) => Box::new(set.by_kid(kid)),
@@ -282,7 +372,7 @@ fn verify_signature(
     for key in candidates.filter(|k| k.fits(token.alg)) {
         tried = true;
         if verifier.verify(key, token) {
-            return Ok(());
+            return Ok(key.fingerprint);
         }
     }
     if tried {
@@ -297,18 +387,19 @@ fn verify_signature(
     }
 }
 
-fn forward_claims(p: &Provider, token: &Token<'_>, ops: &mut Vec<HeaderOp>) {
+fn forward_claims(
+    p: &Provider,
+    claims: &Map<String, Value>,
+    payload_b64: &str,
+    ops: &mut Vec<HeaderOp>,
+) {
     for ch in &p.claims_to_headers {
-        if let Some(value) = ch
-            .claim
-            .lookup(&token.claims)
-            .and_then(forward::header_value)
-        {
+        if let Some(value) = ch.claim.lookup(claims).and_then(forward::header_value) {
             ops.push(HeaderOp::Set(ch.header.clone(), value));
         }
     }
     if let Some(h) = &p.payload_header {
-        ops.push(HeaderOp::Set(h.clone(), token.payload_b64.to_owned()));
+        ops.push(HeaderOp::Set(h.clone(), payload_b64.to_owned()));
     }
 }
 
@@ -442,6 +533,7 @@ mod tests {
         let config = cfg();
         let env = Env {
             config: &config,
+            cache: None,
             keys,
             verifier: &FakeVerifier,
             now: NOW,
@@ -591,6 +683,121 @@ mod tests {
         let h: Vec<(&str, &str)> = h.iter().map(|(a, b)| (*a, b.as_str())).collect();
         let d = run_with(&Keys::Refetchable(key_set()), "GET", "/x", &h);
         assert_eq!(denied(&d), Some(Reason::BadSignature));
+    }
+
+    /// Counts signature checks, to prove a cache hit does none.
+    struct CountingVerifier(std::cell::Cell<u32>);
+    impl SignatureVerifier for CountingVerifier {
+        fn verify(&self, key: &Jwk, token: &Token<'_>) -> bool {
+            self.0.set(self.0.get() + 1);
+            FakeVerifier.verify(key, token)
+        }
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+    }
+
+    struct Cached {
+        config: Config,
+        cache: RefCell<TokenCache>,
+        verifier: CountingVerifier,
+    }
+
+    impl Cached {
+        fn new() -> Cached {
+            Cached {
+                config: cfg(),
+                cache: RefCell::new(TokenCache::new(16)),
+                verifier: CountingVerifier(Default::default()),
+            }
+        }
+        fn run(&self, keys: &Keys, now: u64, method: &str, path: &str, token: &str) -> Decision {
+            let env = Env {
+                config: &self.config,
+                cache: Some(&self.cache),
+                keys,
+                verifier: &self.verifier,
+                now,
+            };
+            let headers = vec![("authorization".to_string(), bearer(token))];
+            decide(&env, method, path, &headers)
+        }
+    }
+
+    #[test]
+    fn cache_hit_skips_verification_but_not_policy() {
+        let c = Cached::new();
+        let keys = Keys::Ready(key_set());
+        let t = good(json!({}));
+        let first = c.run(&keys, NOW, "GET", "/x", &t);
+        assert_eq!(
+            (first.outcome.clone(), first.cache_hit),
+            (Outcome::Allow, Some(false))
+        );
+        assert_eq!(c.verifier.0.get(), 1);
+        let second = c.run(&keys, NOW, "GET", "/x", &t);
+        assert_eq!(
+            (second.outcome.clone(), second.cache_hit),
+            (Outcome::Allow, Some(true))
+        );
+        assert_eq!(c.verifier.0.get(), 1, "no signature check on a hit");
+        assert_eq!(second.ops, first.ops, "same headers upstream");
+        assert_eq!(second.sub.as_deref(), Some("alice"));
+        // Policy still runs on a hit.
+        let d = c.run(&keys, NOW, "POST", "/orders", &t);
+        assert_eq!(d.cache_hit, Some(true));
+        assert_eq!(denied(&d), Some(Reason::InsufficientScope));
+        let d = c.run(&keys, NOW, "GET", "/users/someone-else", &t);
+        assert_eq!(denied(&d), Some(Reason::ClaimMismatch));
+    }
+
+    #[test]
+    fn cache_entry_is_never_used_past_exp_plus_skew() {
+        let c = Cached::new();
+        let keys = Keys::Ready(key_set());
+        let t = good(json!({"exp": NOW + 10}));
+        assert_eq!(c.run(&keys, NOW, "GET", "/x", &t).outcome, Outcome::Allow);
+        assert_eq!(
+            c.run(&keys, NOW + 70, "GET", "/x", &t).cache_hit,
+            Some(true)
+        );
+        let d = c.run(&keys, NOW + 71, "GET", "/x", &t);
+        assert_eq!(denied(&d), Some(Reason::Expired));
+        assert_eq!(d.cache_hit, Some(false), "verified again, then refused");
+    }
+
+    #[test]
+    fn cache_entry_dies_with_its_key() {
+        let c = Cached::new();
+        let t = good(json!({}));
+        assert_eq!(
+            c.run(&Keys::Ready(key_set()), NOW, "GET", "/x", &t).outcome,
+            Outcome::Allow
+        );
+        // The IdP dropped k1: same kid, different material, so a different fingerprint.
+        let mut rotated = key_set();
+        rotated.keys.retain(|k| k.kid.as_deref() != Some("k1"));
+        let d = c.run(&Keys::Ready(rotated), NOW, "GET", "/x", &t);
+        assert_eq!(denied(&d), Some(Reason::UnknownKid));
+        assert_eq!(c.verifier.0.get(), 1, "the stale entry was not used");
+    }
+
+    #[test]
+    fn cache_respects_the_rules_providers() {
+        let c = Cached::new();
+        let keys = Keys::Ready(key_set());
+        let fwd = token_with(
+            json!({"alg": "RS256", "kid": "k1"}),
+            claims(json!({"iss": "https://idp.example/oauth2/fwd"})),
+            b"good",
+        );
+        assert_eq!(c.run(&keys, NOW, "GET", "/x", &fwd).outcome, Outcome::Allow);
+        let d = c.run(&keys, NOW, "GET", "/okta-only", &fwd);
+        assert_eq!(
+            denied(&d),
+            Some(Reason::WrongIssuer),
+            "a hit for another provider is not used"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::claim_path::ClaimPath;
 use super::jwks::{self, KeySet};
 use super::matcher::{HeaderMatch, HeaderMatchKind, Match, PathTemplate};
 use super::ratelimit_config::RateLimit;
+use super::token_cache;
 
 /// A configuration larger than this is refused before parsing.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
@@ -49,6 +50,7 @@ struct RawConfig {
     realm: Option<String>,
     bypass_cors_preflight: Option<bool>,
     signature_backend: Option<String>,
+    token_cache_entries: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -257,6 +259,8 @@ pub struct Config {
     pub realm: Option<String>,
     pub bypass_cors_preflight: bool,
     pub signature_backend: SignatureBackend,
+    /// Verified tokens remembered per VM (0 disables the cache).
+    pub token_cache_entries: usize,
     /// Every claim and payload header of every provider: stripped from each request first.
     pub protected_headers: Vec<String>,
     /// The rule used when none matches: `auth: required`, any provider, no further checks.
@@ -336,6 +340,15 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             )
         }
     };
+    let token_cache_entries = raw
+        .token_cache_entries
+        .unwrap_or(token_cache::DEFAULT_ENTRIES);
+    if token_cache_entries > token_cache::MAX_ENTRIES {
+        return err(
+            "token_cache_entries",
+            format!("must be at most {}", token_cache::MAX_ENTRIES),
+        );
+    }
     let mut protected_headers = Vec::new();
     for p in &providers {
         let names = p
@@ -364,6 +377,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         realm: raw.realm,
         bypass_cors_preflight: raw.bypass_cors_preflight.unwrap_or(true),
         signature_backend,
+        token_cache_entries,
         protected_headers,
         default_rule,
     })

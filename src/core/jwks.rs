@@ -45,6 +45,9 @@ pub struct Jwk {
     /// SubjectPublicKeyInfo DER, computed once here so the host crypto path does no per-request
     /// encoding work.
     pub spki_der: Vec<u8>,
+    /// Identifies this exact key (kid and material) across refreshes, so that what it verified
+    /// can be forgotten when the IdP drops it.
+    pub fingerprint: u64,
 }
 
 impl Jwk {
@@ -86,6 +89,10 @@ impl KeySet {
 
     pub fn has_kid(&self, kid: &str) -> bool {
         self.by_kid(kid).next().is_some()
+    }
+
+    pub fn has_fingerprint(&self, fingerprint: u64) -> bool {
+        self.keys.iter().any(|k| k.fingerprint == fingerprint)
     }
 }
 
@@ -273,11 +280,25 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, String> {
         // Envoy's verify_signature cannot do Ed25519, so no DER is needed for it.
         KeyMaterial::Ed25519 { .. } => Vec::new(),
     };
+    let mut id = raw.kid.clone().unwrap_or_default().into_bytes();
+    id.push(0);
+    match &material {
+        KeyMaterial::Rsa { n, e } => {
+            id.extend_from_slice(n);
+            id.extend_from_slice(e);
+        }
+        KeyMaterial::Ec { x, y, .. } => {
+            id.extend_from_slice(x);
+            id.extend_from_slice(y);
+        }
+        KeyMaterial::Ed25519 { x } => id.extend_from_slice(x),
+    }
     Ok(Jwk {
         kid: raw.kid,
         alg,
         material,
         spki_der,
+        fingerprint: super::jwks_cache::stable_hash(&id),
     })
 }
 

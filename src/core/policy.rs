@@ -3,7 +3,6 @@
 use serde_json::{Map, Value};
 
 use super::config::{ClaimCheck, Rule};
-use super::matcher::Params;
 use super::reason::Reason;
 use super::scopes;
 
@@ -24,7 +23,11 @@ impl Denied {
     }
 }
 
-pub fn check(rule: &Rule, claims: &Map<String, Value>, params: &Params<'_>) -> Result<(), Denied> {
+pub fn check(
+    rule: &Rule,
+    claims: &Map<String, Value>,
+    params: &[(&str, &str)],
+) -> Result<(), Denied> {
     let s = &rule.scopes;
     if !s.all.is_empty() || !s.any.is_empty() {
         let granted = scopes::granted(claims);
@@ -81,7 +84,7 @@ mod tests {
             .remove(0)
     }
 
-    fn check_v(r: &Rule, claims: Value, params: &Params<'_>) -> Result<(), Denied> {
+    fn check_v(r: &Rule, claims: Value, params: &[(&str, &str)]) -> Result<(), Denied> {
         check(r, claims.as_object().unwrap(), params)
     }
 
@@ -93,19 +96,19 @@ mod tests {
             check_v(
                 &r,
                 json!({"scp": ["orders:write", "orders:read", "b"]}),
-                &vec![]
+                &[]
             ),
             Ok(())
         );
         assert_eq!(
-            check_v(&r, json!({"scp": ["orders:read", "a"]}), &vec![]),
+            check_v(&r, json!({"scp": ["orders:read", "a"]}), &[]),
             Err(Denied::Scope("orders:write orders:read".into()))
         );
         assert_eq!(
             check_v(
                 &r,
                 json!({"scp": ["orders:read"], "scope": "orders:write"}),
-                &vec![]
+                &[]
             ),
             Err(Denied::Scope("a b".into()))
         );
@@ -120,34 +123,34 @@ mod tests {
             {"claim": "uid", "equals_param": "id"}
         ]}));
         let good = json!({"groups": ["Everyone", "Admins"], "org": {"tier": "gold"}, "ver": 1, "uid": "00u1"});
-        assert_eq!(check_v(&r, good.clone(), &vec![("id", "00u1")]), Ok(()));
+        assert_eq!(check_v(&r, good.clone(), &[("id", "00u1")]), Ok(()));
         assert_eq!(
-            check_v(&r, good.clone(), &vec![("id", "00u2")]),
+            check_v(&r, good.clone(), &[("id", "00u2")]),
             Err(Denied::Claim("uid".into()))
         );
         let mut g = good.clone();
         g["groups"] = json!("Everyone Admins");
-        assert_eq!(check_v(&r, g, &vec![("id", "00u1")]), Ok(()));
+        assert_eq!(check_v(&r, g, &[("id", "00u1")]), Ok(()));
         let mut g = good.clone();
         g["groups"] = json!(["Administrators"]);
         assert_eq!(
-            check_v(&r, g, &vec![("id", "00u1")]),
+            check_v(&r, g, &[("id", "00u1")]),
             Err(Denied::Claim("groups".into()))
         );
         let mut g = good.clone();
         g["org"]["tier"] = json!("bronze");
         assert_eq!(
-            check_v(&r, g, &vec![("id", "00u1")]),
+            check_v(&r, g, &[("id", "00u1")]),
             Err(Denied::Claim("org.tier".into()))
         );
         let mut g = good.clone();
         g["ver"] = json!("1");
         assert_eq!(
-            check_v(&r, g, &vec![("id", "00u1")]),
+            check_v(&r, g, &[("id", "00u1")]),
             Err(Denied::Claim("ver".into()))
         );
         let mut g = good;
         g["uid"] = json!(7);
-        assert_eq!(check_v(&r, g, &vec![("id", "7")]), Ok(()));
+        assert_eq!(check_v(&r, g, &[("id", "7")]), Ok(()));
     }
 }

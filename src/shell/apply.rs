@@ -23,6 +23,7 @@ fn set_header(name: &str, value: Option<&str>) {
 }
 
 pub fn apply(plugin: &Plugin, d: &Decision, req: &SavedRequest, now_ms: u64) -> Applied {
+    plugin.metrics.token_cache(d.cache_hit);
     match &d.outcome {
         Outcome::Allow => {
             for op in &d.ops {

@@ -86,6 +86,7 @@ pub fn finished(
         jitter_permille(),
     );
     report(plugin, provider, &outcome, "");
+    plugin.purge_token_cache(provider);
     match next {
         Some(req) => dispatch(plugin, provider, &req, now),
         None => settle(plugin, provider, now),
@@ -129,7 +130,10 @@ pub fn tick(plugin: &Plugin, now: u64) {
             }
             (c.sync(&HostStore), c.routine_due(now))
         };
-        if synced.epoch_moved {
+        if synced.keys_changed {
+            plugin.purge_token_cache(provider);
+        }
+        if synced.epoch_moved | plugin.settle_wanted.borrow_mut().remove(&provider) {
             settle(plugin, provider, now);
         }
         if plugin.refetch_wanted.borrow_mut().remove(&provider)
@@ -162,12 +166,18 @@ pub fn park(plugin: &Plugin, waiter: Waiter, refetch: bool, now: u64) -> Result<
         return Err(waiter);
     }
     if refetch {
-        let may_wait = {
+        let (synced, may_wait) = {
             let mut caches = plugin.caches.borrow_mut();
             let c = &mut caches[provider];
-            c.sync(&HostStore);
-            c.unknown_kid_may_wait(now)
+            (c.sync(&HostStore), c.unknown_kid_may_wait(now))
         };
+        if synced.epoch_moved {
+            // A fetch ended that this VM had not seen: this request is decided again on the
+            // fresh set, and those parked earlier are settled on the next tick: resuming other
+            // streams from inside this stream's callback would re-enter Envoy's filter chain.
+            plugin.settle_wanted.borrow_mut().insert(provider);
+            return Err(waiter);
+        }
         if !may_wait {
             return Err(waiter);
         }

@@ -56,56 +56,36 @@ impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let now = now_ms();
         let Some(req) = read_request() else {
-            let d = Decision {
-                outcome: Outcome::Deny {
-                    reason: Reason::BadPath,
-                    scope: None,
-                },
-                ops: Vec::new(),
-                path: None,
-                rule: None,
-                provider: None,
-                sub: None,
-                cid: None,
-                detail: "request has no :method or :path",
-            };
-            let empty = SavedRequest {
-                method: String::new(),
-                path: String::new(),
-                headers: Vec::new(),
-            };
-            apply::apply(&self.plugin, &d, &empty, now);
+            let d = Decision::rejected(Reason::BadPath, "request has no :method or :path");
+            apply::apply(&self.plugin, &d, &SavedRequest::default(), now);
             return Action::Pause;
         };
-        let d = self.plugin.decide(now, &req);
-        let req = match d.outcome {
-            Outcome::Wait { provider, refetch } => {
-                let timeout = self
-                    .plugin
-                    .caches
-                    .borrow()
-                    .get(provider)
-                    .map_or(0, |c| c.timeout_ms());
-                let waiter = Waiter {
-                    context_id: self.context_id,
-                    provider,
-                    deadline_ms: now + timeout,
-                    request: req,
-                };
-                // Once parked, the root side answers or resumes the request.
-                match fetch::park(&self.plugin, waiter, refetch, now) {
-                    Ok(()) => return Action::Pause,
-                    Err(waiter) => {
-                        let d = self.plugin.decide(now, &waiter.request);
-                        return match apply::apply(&self.plugin, &d, &waiter.request, now) {
-                            Applied::Continue => Action::Continue,
-                            Applied::Responded => Action::Pause,
-                        };
-                    }
-                }
+        let mut d = self.plugin.decide(now, &req);
+        let mut req = req;
+        // At most twice: parking may find that a fetch just ended, and the second decision
+        // then sees fresh keys (it can only ask to wait if a fetch is really pending).
+        for _ in 0..2 {
+            let Outcome::Wait { provider, refetch } = d.outcome else {
+                break;
+            };
+            let timeout = self
+                .plugin
+                .caches
+                .borrow()
+                .get(provider)
+                .map_or(0, |c| c.timeout_ms());
+            let waiter = Waiter {
+                context_id: self.context_id,
+                provider,
+                deadline_ms: now + timeout,
+                request: req,
+            };
+            match fetch::park(&self.plugin, waiter, refetch, now) {
+                Ok(()) => return Action::Pause,
+                Err(waiter) => req = waiter.request,
             }
-            _ => req,
-        };
+            d = self.plugin.decide(now, &req);
+        }
         match apply::apply(&self.plugin, &d, &req, now) {
             Applied::Continue => Action::Continue,
             Applied::Responded => Action::Pause,

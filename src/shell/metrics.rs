@@ -17,6 +17,8 @@ struct ProviderStats {
 
 pub struct Metrics {
     allowed: Option<u32>,
+    cache_hit: Option<u32>,
+    cache_miss: Option<u32>,
     denied: Vec<(Reason, Option<u32>)>,
     providers: Vec<ProviderStats>,
 }
@@ -44,6 +46,8 @@ impl Metrics {
         let gauge = |name: String| define(MetricType::Gauge, &name);
         Metrics {
             allowed: counter("okta_jwt_allowed".into()),
+            cache_hit: counter("okta_jwt_token_cache_hit".into()),
+            cache_miss: counter("okta_jwt_token_cache_miss".into()),
             denied: reason::ALL
                 .iter()
                 .map(|r| (*r, counter(format!("okta_jwt_denied_{}", r.as_str()))))
@@ -63,6 +67,14 @@ impl Metrics {
 
     pub fn allowed(&self) {
         bump(self.allowed);
+    }
+
+    pub fn token_cache(&self, hit: Option<bool>) {
+        match hit {
+            Some(true) => bump(self.cache_hit),
+            Some(false) => bump(self.cache_miss),
+            None => {}
+        }
     }
 
     pub fn denied(&self, reason: Reason) {

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use crate::core::authenticator::{self, Decision, Env, KeySource, KeyState};
 use crate::core::config::Config;
 use crate::core::jwks_cache::ProviderCache;
+use crate::core::token_cache::TokenCache;
 use crate::core::verify::SignatureVerifier;
 
 use super::metrics::Metrics;
@@ -16,6 +17,7 @@ use super::metrics::Metrics;
 pub const MAX_WAITERS: usize = 4096;
 
 /// A request's inputs, owned, so a parked request can be decided again later.
+#[derive(Default)]
 pub struct SavedRequest {
     pub method: String,
     pub path: String,
@@ -46,11 +48,14 @@ pub struct Plugin {
     pub verifier: Box<dyn SignatureVerifier>,
     pub metrics: Metrics,
     pub caches: RefCell<Vec<ProviderCache>>,
+    pub token_cache: RefCell<TokenCache>,
     pub waiters: RefCell<Vec<Waiter>>,
     /// In-flight HTTP call token → provider index.
     pub fetches: RefCell<HashMap<u32, usize>>,
     /// Providers for which a parked request asked for an unknown-kid refetch.
     pub refetch_wanted: RefCell<HashSet<usize>>,
+    /// Providers whose parked requests must be decided again on the next tick.
+    pub settle_wanted: RefCell<HashSet<usize>>,
 }
 
 struct Caches<'a> {
@@ -77,6 +82,7 @@ impl Plugin {
         let caches = self.caches.borrow();
         let env = Env {
             config: &self.config,
+            cache: (self.config.token_cache_entries > 0).then_some(&self.token_cache),
             keys: &Caches {
                 caches: &caches,
                 now_ms,
@@ -85,6 +91,13 @@ impl Plugin {
             now: now_ms / 1000,
         };
         authenticator::decide(&env, &req.method, &req.path, &req.headers)
+    }
+
+    /// Forgets cached tokens whose verifying key `provider`'s set no longer has.
+    pub fn purge_token_cache(&self, provider: usize) {
+        if let Some(set) = self.caches.borrow().get(provider).and_then(|c| c.keys()) {
+            self.token_cache.borrow_mut().retain_keys(provider, set);
+        }
     }
 
     pub fn retry_after_s(&self, provider: Option<usize>, now_ms: u64) -> u64 {

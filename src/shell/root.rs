@@ -13,6 +13,7 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 use crate::core::config::{self, SignatureBackend};
 use crate::core::jwks::MAX_JWKS_BYTES;
 use crate::core::jwks_cache::ProviderCache;
+use crate::core::token_cache::TokenCache;
 use crate::core::verify::SignatureVerifier;
 use crate::core::verify_pure::PureVerifier;
 
@@ -81,7 +82,9 @@ impl Root {
         if config.remote_providers().next().is_some() {
             let _ = hostcalls::set_tick_period(TICK);
         }
+        let token_cache = RefCell::new(TokenCache::new(config.token_cache_entries));
         self.plugin = Some(Rc::new(Plugin {
+            token_cache,
             // Random per VM (WASI randomness): names the holder of a fetch lease.
             owner: RandomState::new().hash_one(now_ms()).max(1),
 
@@ -92,6 +95,7 @@ impl Root {
             waiters: RefCell::new(Vec::new()),
             fetches: RefCell::new(HashMap::new()),
             refetch_wanted: RefCell::new(HashSet::new()),
+            settle_wanted: RefCell::new(HashSet::new()),
         }));
         Ok(())
     }

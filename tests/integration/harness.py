@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "envoy"))
@@ -37,6 +37,10 @@ class HarnessError(RuntimeError):
 
 
 # --- where the binaries are -------------------------------------------------------------
+
+
+# The authorization servers that envoy/filter.json.tmpl and the tests use.
+IDP_SERVERS = "default,second,strict,rotating,broken"
 
 def _target_dir() -> Path:
     return REPO / os.environ.get("CARGO_TARGET_DIR", "target")  # an absolute value wins
@@ -203,11 +207,14 @@ def _stop_everything() -> None:
 _LISTENING = re.compile(r"^listening on (http://\S+)$", re.M)
 
 
-def start_mock(kind: str, logdir: Path, args: list[str], timeout: float = 30.0
-               ) -> tuple[Process, str]:
-    """Start `mock-idp` or `echo-upstream`; return it and the URL from its readiness line."""
+def start_mock(kind: str, logdir: Path, args: list[str], timeout: float = 30.0,
+               name: str | None = None) -> tuple[Process, str]:
+    """Start `mock-idp` or `echo-upstream`; return it and the URL from its readiness line.
+
+    `name` (default: `kind`) names its log files, so a restarted mock keeps the old logs.
+    """
     binary = mock_idp_bin() if kind == "mock-idp" else echo_bin()
-    proc = Process(kind, [binary, *args], logdir)
+    proc = Process(name or kind, [binary, *args], logdir)
     try:
         match = wait_until(lambda: _LISTENING.search(proc.stdout()), timeout,
                            f"{kind} to print its readiness line", abort=proc.exit_reason)
@@ -274,22 +281,39 @@ class Stack:
 
 def start_stack(workdir: Path, *, envoy_port: int = 0, admin_port: int = 0,
                 idp_port: int = 0, upstream_port: int = 0, concurrency: int = 2,
-                attempts: int = 3) -> Stack:
-    """Start mock IdP, echo upstream and Envoy; port 0 means "pick a free one"."""
+                attempts: int = 3,
+                filter_config: Callable[[dict[str, str]], dict] | None = None,
+                idp_args: Sequence[str] = (), idp_url: str | None = None) -> Stack:
+    """Start mock IdP, echo upstream and Envoy; port 0 means "pick a free one".
+
+    `filter_config` maps the template variables (`IDP_URL`, ...) to the filter configuration
+    (default: envoy/filter.json.tmpl). `idp_args` are extra `mock-idp` arguments. With
+    `idp_url`, no IdP is started: Envoy uses the one at that URL, which the caller runs (or
+    will start later, to test an IdP that is down), and `processes` has no "mock-idp".
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     started: list[Process] = []
+    processes: dict[str, Process] = {}
     try:
-        idp, idp_url = start_mock("mock-idp", workdir, ["--listen", f"127.0.0.1:{idp_port}"])
-        started.append(idp)
+        if idp_url is None:
+            # Every authorization server the templates use is created (keys generated)
+            # before Envoy starts: creating one lazily holds the IdP up for seconds.
+            idp, idp_url = start_mock("mock-idp", workdir,
+                                      ["--listen", f"127.0.0.1:{idp_port}",
+                                       "--servers", IDP_SERVERS, *idp_args])
+            started.append(idp)
+            processes["mock-idp"] = idp
         echo, echo_url = start_mock("echo-upstream", workdir,
                                     ["--listen", f"127.0.0.1:{upstream_port}"])
         started.append(echo)
+        processes["echo-upstream"] = echo
         for attempt in range(1, attempts + 1):
             listen, admin = envoy_port or free_port(), admin_port or free_port()
             variables = envoy_variables(listen_port=listen, admin_port=admin,
                                         idp_port=_port_of(idp_url),
                                         upstream_port=_port_of(echo_url))
-            envoy = start_envoy(workdir, variables, concurrency=concurrency)
+            envoy = start_envoy(workdir, variables, concurrency=concurrency,
+                                filter_config=filter_config and filter_config(variables))
             started.append(envoy)
             admin_url = f"http://127.0.0.1:{admin}"
             try:
@@ -300,9 +324,9 @@ def start_stack(workdir: Path, *, envoy_port: int = 0, admin_port: int = 0,
                 raced = "Address already in use" in envoy.output()
                 if not raced or attempt == attempts or (envoy_port and admin_port):
                     raise HarnessError(f"{e}\n{envoy.tail()}") from None
+        processes["envoy"] = envoy
         return Stack(envoy_url=f"http://127.0.0.1:{listen}", admin_url=admin_url,
-                     idp_url=idp_url,
-                     processes={"mock-idp": idp, "echo-upstream": echo, "envoy": envoy})
+                     idp_url=idp_url, processes=processes)
     except BaseException:
         for proc in reversed(started):
             proc.stop()
