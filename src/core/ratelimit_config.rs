@@ -22,6 +22,9 @@ pub struct RateLimit {
     pub requests: u64,
     pub per_s: u64,
     pub burst: u64,
+    /// Distinct key values tracked per limit; past it requests share one strict overflow
+    /// bucket (see `ratelimit`), so a key flood cannot grow shared memory.
+    pub max_keys: u64,
 }
 
 #[derive(Deserialize)]
@@ -31,8 +34,11 @@ struct RawRateLimit {
     requests: u64,
     per_s: u64,
     burst: Option<u64>,
+    max_keys: Option<u64>,
 }
 
+pub const DEFAULT_MAX_KEYS: u64 = 10_000;
+pub const MAX_MAX_KEYS: u64 = 1_000_000;
 const MAX_REQUESTS: u64 = 1_000_000_000;
 const MAX_PERIOD_S: u64 = 86_400 * 366;
 
@@ -94,11 +100,19 @@ impl RateLimit {
                 format!("must be between 1 and {MAX_REQUESTS}"),
             ));
         }
+        let max_keys = raw.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+        if max_keys == 0 || max_keys > MAX_MAX_KEYS {
+            return Err(fail(
+                format!("{at}.max_keys"),
+                format!("must be between 1 and {MAX_MAX_KEYS}"),
+            ));
+        }
         Ok(RateLimit {
             key,
             requests: raw.requests,
             per_s: raw.per_s,
             burst,
+            max_keys,
         })
     }
 }
@@ -117,6 +131,7 @@ mod tests {
         .unwrap();
         assert_eq!(r.key, LimitKey::Claim(ClaimPath::parse("org.id").unwrap()));
         assert_eq!(r.burst, 5);
+        assert_eq!(r.max_keys, DEFAULT_MAX_KEYS);
         let r = RateLimit::parse(
             "r",
             &json!({"key": "header:X-Api-Key", "requests": 1, "per_s": 1, "burst": 3}),
@@ -160,10 +175,38 @@ mod tests {
                 json!({"key": "ip", "requests": 1, "per_s": 1, "window": 2}),
                 "r.window",
             ),
+            (
+                json!({"key": "ip", "requests": 1, "per_s": 1, "max_keys": 0}),
+                "r.max_keys",
+            ),
+            (
+                json!({"key": "ip", "requests": 1, "per_s": 1, "max_keys": 1_000_001}),
+                "r.max_keys",
+            ),
+            (
+                json!({"key": "ip", "requests": 1, "per_s": 1, "max_keys": "many"}),
+                "r.max_keys",
+            ),
         ];
         for (value, field) in cases {
             let e = RateLimit::parse("r", &value).unwrap_err();
             assert_eq!(e.field, field, "{value}: {e}");
         }
+    }
+
+    #[test]
+    fn max_keys_is_optional_and_bounded() {
+        let at = "rules[1].rate_limits[0]";
+        let ok = |n: u64| {
+            RateLimit::parse(
+                at,
+                &json!({"key": "ip", "requests": 1, "per_s": 1, "max_keys": n}),
+            )
+        };
+        assert_eq!(ok(1).unwrap().max_keys, 1);
+        assert_eq!(ok(MAX_MAX_KEYS).unwrap().max_keys, MAX_MAX_KEYS);
+        let e = ok(MAX_MAX_KEYS + 1).unwrap_err();
+        assert_eq!(e.field, "rules[1].rate_limits[0].max_keys");
+        assert!(e.problem.contains("1000000"), "{e}");
     }
 }
