@@ -11,8 +11,11 @@ use super::jwks::KeySet;
 use super::jws::{self, Token};
 use super::path;
 use super::policy;
+use super::ratelimit::{self, LimitState, Verdict};
+use super::ratelimit_config::LimitKey;
 use super::reason::Reason;
 use super::request::{Headers, Request};
+use super::shared_store::SharedStore;
 use super::token_cache::{TokenCache, Verified};
 use super::validate;
 use super::verify::SignatureVerifier;
@@ -73,6 +76,10 @@ pub struct Decision {
     pub detail: &'static str,
     /// Whether the verified-token cache answered (`None`: no token was verified).
     pub cache_hit: Option<bool>,
+    /// The most restrictive rate limit that applied, for the `RateLimit-*` headers.
+    pub rate: Option<LimitState>,
+    /// For 429: whole seconds until a token is available.
+    pub retry_after_s: Option<u64>,
 }
 
 impl Decision {
@@ -87,6 +94,8 @@ impl Decision {
             cid: None,
             detail: "",
             cache_hit: None,
+            rate: None,
+            retry_after_s: None,
         }
     }
 
@@ -113,9 +122,19 @@ pub struct Env<'a> {
     pub verifier: &'a dyn SignatureVerifier,
     /// Seconds since the Unix epoch.
     pub now: u64,
+    /// The same instant in milliseconds, for rate-limit refill.
+    pub now_ms: u64,
+    /// Where rate-limit buckets live (shared by every worker); `None` disables limits.
+    pub store: Option<&'a dyn SharedStore>,
 }
 
-pub fn decide(env: &Env<'_>, method: &str, raw_path: &str, headers: &Headers) -> Decision {
+pub fn decide(
+    env: &Env<'_>,
+    method: &str,
+    raw_path: &str,
+    headers: &Headers,
+    client_ip: Option<&str>,
+) -> Decision {
     let cfg = env.config;
     let normalized = match path::normalize(raw_path) {
         Ok(p) => p,
@@ -126,6 +145,7 @@ pub fn decide(env: &Env<'_>, method: &str, raw_path: &str, headers: &Headers) ->
         path: &normalized.path,
         query: normalized.query.as_deref(),
         headers,
+        client_ip,
     };
     let mut d = Decision::new(Outcome::Allow);
     // Anti-spoofing comes first and applies to every request, whatever the rule.
@@ -153,6 +173,16 @@ pub fn decide(env: &Env<'_>, method: &str, raw_path: &str, headers: &Headers) ->
             if d.outcome != Outcome::Allow {
                 return d;
             }
+        }
+        if d.cache_hit.is_none() {
+            // No token was verified (auth none, or optional without one): limits still apply,
+            // with claim keys empty. Verified requests were limited in `authorize`.
+            d = rate_limit(env, rule, None, &req, d);
+            if d.outcome != Outcome::Allow {
+                return d;
+            }
+        }
+        {
             if let Some(source_query) = d.path.take() {
                 // `authenticate` leaves the query without the token here.
                 upstream_query = (!source_query.is_empty()).then_some(source_query);
@@ -211,7 +241,7 @@ fn authenticate(
                 d.provider = Some(hit.provider);
                 let payload_b64 = token.split('.').nth(1).unwrap_or_default();
                 return authorize(
-                    cfg,
+                    env,
                     rule,
                     params,
                     req,
@@ -306,7 +336,7 @@ fn authenticate(
         );
     }
     authorize(
-        cfg,
+        env,
         rule,
         params,
         req,
@@ -321,7 +351,7 @@ fn authenticate(
 /// Everything after the token is known good: the rule's policy, then what goes upstream.
 #[allow(clippy::too_many_arguments)]
 fn authorize(
-    cfg: &Config,
+    env: &Env<'_>,
     rule: &Rule,
     params: &[(&str, &str)],
     req: &Request<'_>,
@@ -331,7 +361,7 @@ fn authorize(
     payload_b64: &str,
     mut d: Decision,
 ) -> Decision {
-    let p = &cfg.providers[provider];
+    let p = &env.config.providers[provider];
     if d.sub.is_none() {
         d.sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
         d.cid = validate::client_id(claims).map(str::to_owned);
@@ -351,12 +381,63 @@ fn authorize(
         }
         return d;
     }
+    d = rate_limit(env, rule, Some(claims), req, d);
+    if d.outcome != Outcome::Allow {
+        return d;
+    }
     forward_claims(p, claims, payload_b64, &mut d.ops);
     if !p.forward_token {
         remove_token(source, req, &mut d);
     }
     d.detail = "verified";
     d
+}
+
+/// The key a rate limit counts this request under; absent keys count as the empty key.
+fn limit_key(key: &LimitKey, claims: Option<&Map<String, Value>>, req: &Request<'_>) -> String {
+    match key {
+        LimitKey::Claim(path) => claims
+            .and_then(|c| path.lookup(c))
+            .and_then(forward::header_value)
+            .unwrap_or_default(),
+        LimitKey::Header(name) => req.header(name).unwrap_or_default().to_owned(),
+        LimitKey::Ip => req.client_ip.unwrap_or_default().to_owned(),
+        LimitKey::Route => String::new(),
+    }
+}
+
+/// Charges the rule's rate limits, after authentication and authorization succeeded, so an
+/// invalid token gets its 401 and spends nothing.
+fn rate_limit(
+    env: &Env<'_>,
+    rule: &Rule,
+    claims: Option<&Map<String, Value>>,
+    req: &Request<'_>,
+    mut d: Decision,
+) -> Decision {
+    let Some(store) = env.store.filter(|_| !rule.rate_limits.is_empty()) else {
+        return d;
+    };
+    let keys: Vec<String> = rule
+        .rate_limits
+        .iter()
+        .map(|l| limit_key(&l.key, claims, req))
+        .collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    match ratelimit::admit(store, rule.index, &rule.rate_limits, &keys, env.now_ms) {
+        Verdict::Admitted { most_restrictive } => {
+            d.rate = most_restrictive;
+            d
+        }
+        Verdict::Limited {
+            state,
+            retry_after_s,
+        } => {
+            d.rate = Some(state);
+            d.retry_after_s = Some(retry_after_s);
+            d.deny(Reason::RateLimited, "rate limit exceeded")
+        }
+    }
 }
 
 fn verify_signature(
@@ -425,6 +506,7 @@ fn remove_token(source: &Source, req: &Request<'_>, d: &mut Decision) {
 mod tests {
     use super::*;
     use crate::core::jwks::{self, Jwk};
+    use crate::core::shared_store::MemoryStore;
     use crate::core::{config, test_keys};
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
@@ -537,12 +619,14 @@ mod tests {
             keys,
             verifier: &FakeVerifier,
             now: NOW,
+            now_ms: NOW * 1000,
+            store: None,
         };
         let headers: Vec<(String, String)> = headers
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
-        decide(&env, method, path, &headers)
+        decide(&env, method, path, &headers, None)
     }
 
     fn run(method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
@@ -718,10 +802,213 @@ mod tests {
                 keys,
                 verifier: &self.verifier,
                 now,
+                now_ms: now * 1000,
+                store: None,
             };
             let headers = vec![("authorization".to_string(), bearer(token))];
-            decide(&env, method, path, &headers)
+            decide(&env, method, path, &headers, None)
         }
+    }
+
+    fn limited_cfg() -> Config {
+        let c = json!({
+            "providers": {"okta": {"issuer": ISS, "audiences": ["api://default"],
+                                   "jwks": {"uri": "https://idp.example/k", "cluster": "idp"}}},
+            "rules": [
+                {"match": {"prefix": "/sub"}, "rate_limits": [{"key": "claim:sub", "requests": 2, "per_s": 60}]},
+                {"match": {"prefix": "/two"}, "rate_limits": [
+                    {"key": "claim:sub", "requests": 5, "per_s": 60},
+                    {"key": "header:x-api-key", "requests": 1, "per_s": 60}]},
+                {"match": {"prefix": "/open"}, "auth": "none", "rate_limits": [{"key": "ip", "requests": 1, "per_s": 10}]}
+            ]
+        });
+        config::parse(c.to_string().as_bytes()).unwrap()
+    }
+
+    fn limited_run(
+        config: &Config,
+        store: &MemoryStore,
+        now_ms: u64,
+        path: &str,
+        headers: &[(&str, &str)],
+        ip: Option<&str>,
+    ) -> Decision {
+        let keys = Keys::Ready(key_set());
+        let env = Env {
+            config,
+            cache: None,
+            keys: &keys,
+            verifier: &FakeVerifier,
+            now: now_ms / 1000,
+            now_ms,
+            store: Some(store),
+        };
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        decide(&env, "GET", path, &headers, ip)
+    }
+
+    fn limited_store(config: &Config) -> MemoryStore {
+        let store = MemoryStore::default();
+        for r in &config.rules {
+            ratelimit::ensure_records(&store, r.index, &r.rate_limits).unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn rate_limits_apply_after_authentication() {
+        let config = limited_cfg();
+        let store = limited_store(&config);
+        let now = NOW * 1000;
+        let alice = bearer(&good(json!({})));
+        let bob = bearer(&good(json!({"sub": "bob"})));
+        let invalid = bearer(&token_with(
+            json!({"alg": "RS256", "kid": "k1"}),
+            claims(json!({})),
+            b"bad",
+        ));
+        for _ in 0..3 {
+            let d = limited_run(
+                &config,
+                &store,
+                now,
+                "/sub",
+                &[("authorization", &invalid)],
+                None,
+            );
+            assert_eq!(
+                denied(&d),
+                Some(Reason::BadSignature),
+                "401, not 429, and nothing spent"
+            );
+        }
+        let d = limited_run(
+            &config,
+            &store,
+            now,
+            "/sub",
+            &[("authorization", &alice)],
+            None,
+        );
+        assert_eq!(d.outcome, Outcome::Allow);
+        assert_eq!(
+            d.rate,
+            Some(LimitState {
+                limit: 2,
+                remaining: 1,
+                reset_s: 30
+            })
+        );
+        assert_eq!(
+            limited_run(
+                &config,
+                &store,
+                now,
+                "/sub",
+                &[("authorization", &alice)],
+                None
+            )
+            .outcome,
+            Outcome::Allow
+        );
+        let d = limited_run(
+            &config,
+            &store,
+            now,
+            "/sub",
+            &[("authorization", &alice)],
+            None,
+        );
+        assert_eq!(denied(&d), Some(Reason::RateLimited));
+        assert_eq!(d.retry_after_s, Some(30));
+        assert_eq!(d.rate.map(|r| r.remaining), Some(0));
+        assert_eq!(
+            limited_run(
+                &config,
+                &store,
+                now,
+                "/sub",
+                &[("authorization", &bob)],
+                None
+            )
+            .outcome,
+            Outcome::Allow,
+            "bob has his own bucket"
+        );
+        assert_eq!(
+            limited_run(
+                &config,
+                &store,
+                now + 30_000,
+                "/sub",
+                &[("authorization", &alice)],
+                None
+            )
+            .outcome,
+            Outcome::Allow,
+            "refilled"
+        );
+    }
+
+    #[test]
+    fn every_limit_must_admit_and_a_refusal_spends_nothing() {
+        let config = limited_cfg();
+        let store = limited_store(&config);
+        let now = NOW * 1000;
+        let alice = bearer(&good(json!({})));
+        let h = [("authorization", alice.as_str()), ("x-api-key", "k")];
+        assert_eq!(
+            limited_run(&config, &store, now, "/two", &h, None).outcome,
+            Outcome::Allow
+        );
+        for _ in 0..5 {
+            let d = limited_run(&config, &store, now, "/two", &h, None);
+            assert_eq!(denied(&d), Some(Reason::RateLimited));
+        }
+        // The sub limit was refunded each time: 4 of its 5 are left for another api key.
+        for i in 0..4 {
+            let k = format!("other-{i}");
+            let h = [("authorization", alice.as_str()), ("x-api-key", k.as_str())];
+            assert_eq!(
+                limited_run(&config, &store, now, "/two", &h, None).outcome,
+                Outcome::Allow
+            );
+        }
+        let h = [("authorization", alice.as_str()), ("x-api-key", "fresh")];
+        assert_eq!(
+            denied(&limited_run(&config, &store, now, "/two", &h, None)),
+            Some(Reason::RateLimited),
+            "sub limit spent"
+        );
+    }
+
+    #[test]
+    fn ip_key_on_an_open_route() {
+        let config = limited_cfg();
+        let store = limited_store(&config);
+        let now = NOW * 1000;
+        assert_eq!(
+            limited_run(&config, &store, now, "/open", &[], Some("10.0.0.1")).outcome,
+            Outcome::Allow
+        );
+        assert_eq!(
+            denied(&limited_run(
+                &config,
+                &store,
+                now,
+                "/open",
+                &[],
+                Some("10.0.0.1")
+            )),
+            Some(Reason::RateLimited)
+        );
+        assert_eq!(
+            limited_run(&config, &store, now, "/open", &[], Some("10.0.0.2")).outcome,
+            Outcome::Allow
+        );
     }
 
     #[test]

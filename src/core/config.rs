@@ -844,6 +844,14 @@ fn compile_claim(
 }
 
 impl Config {
+    /// Whether any rate limit keys on the client address (worth a host call per request).
+    pub fn needs_client_ip(&self) -> bool {
+        self.rules
+            .iter()
+            .flat_map(|r| &r.rate_limits)
+            .any(|l| l.key == super::ratelimit_config::LimitKey::Ip)
+    }
+
     /// Providers that need their keys fetched over the network.
     pub fn remote_providers(&self) -> impl Iterator<Item = (usize, &Provider)> {
         self.providers

@@ -52,6 +52,7 @@ mod tests {
             path: "/",
             query,
             headers,
+            client_ip: None,
         }
     }
 

@@ -156,6 +156,7 @@ mod tests {
             path,
             query: None,
             headers,
+            client_ip: None,
         }
     }
 

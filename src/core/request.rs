@@ -10,6 +10,8 @@ pub struct Request<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a Headers,
+    /// The downstream address without its port, when a rate limit keys on it.
+    pub client_ip: Option<&'a str>,
 }
 
 impl<'a> Request<'a> {
@@ -34,5 +36,36 @@ impl<'a> Request<'a> {
         self.method == "OPTIONS"
             && self.header("origin").is_some()
             && self.header("access-control-request-method").is_some()
+    }
+}
+
+/// The host part of an Envoy `source.address` (`1.2.3.4:5678`, `[::1]:5678`, or a bare
+/// address), so that every connection of one client shares its `ip` bucket.
+pub fn strip_port(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(host, _)| host);
+    }
+    match address.rsplit_once(':') {
+        // A single colon separates the port; several mean a bare IPv6 address.
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => address,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("10.1.2.3:5678"), "10.1.2.3");
+        assert_eq!(strip_port("[::1]:5678"), "::1");
+        assert_eq!(strip_port("[2001:db8::1]:80"), "2001:db8::1");
+        assert_eq!(strip_port("2001:db8::1"), "2001:db8::1");
+        assert_eq!(strip_port("10.1.2.3"), "10.1.2.3");
+        assert_eq!(strip_port(""), "");
+        assert_eq!(strip_port("[broken"), "broken");
     }
 }

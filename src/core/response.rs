@@ -1,5 +1,6 @@
 //! Denial responses exactly as SPEC.md's table lists them (RFC 6750 §3).
 
+use super::ratelimit::LimitState;
 use super::reason::{Class, Reason};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +25,23 @@ fn challenge(realm: Option<&str>, params: &[(&str, &str)]) -> String {
     }
 }
 
-/// `retry_after_s` is used for 503 (and, later, 429).
+/// The `RateLimit-*` fields (draft-ietf-httpapi-ratelimit-headers) for one limit's state; sent
+/// with 429 and with every allowed response that a limit applied to, so clients can pace.
+pub fn rate_headers(state: &LimitState) -> [(&'static str, String); 3] {
+    [
+        ("ratelimit-limit", state.limit.to_string()),
+        ("ratelimit-remaining", state.remaining.to_string()),
+        ("ratelimit-reset", state.reset_s.to_string()),
+    ]
+}
+
+/// `retry_after_s` is used for 503 and 429; `rate` adds the `RateLimit-*` fields.
 pub fn denial(
     realm: Option<&str>,
     reason: Reason,
     scope: Option<&str>,
     retry_after_s: u64,
+    rate: Option<&LimitState>,
 ) -> Response {
     let mut headers = vec![("content-type", "application/json".to_owned())];
     match reason.class() {
@@ -59,6 +71,9 @@ pub fn denial(
         }
         Class::Forbidden | Class::BadRequest => {}
     }
+    if let Some(state) = rate {
+        headers.extend(rate_headers(state));
+    }
     let body = serde_json::json!({
         "error": reason.error_code(),
         "error_description": reason.description(),
@@ -84,14 +99,14 @@ mod tests {
 
     #[test]
     fn spec_table_rows() {
-        let r = denial(Some("api"), Reason::MissingToken, None, 0);
+        let r = denial(Some("api"), Reason::MissingToken, None, 0, None);
         assert_eq!(r.status, 401);
         assert_eq!(
             header(&r, "www-authenticate"),
             Some(r#"Bearer realm="api""#)
         );
 
-        let r = denial(Some("api"), Reason::Expired, None, 0);
+        let r = denial(Some("api"), Reason::Expired, None, 0, None);
         assert_eq!(r.status, 401);
         assert_eq!(
             header(&r, "www-authenticate"),
@@ -105,6 +120,7 @@ mod tests {
             Reason::InsufficientScope,
             Some("orders:write"),
             0,
+            None,
         );
         assert_eq!(r.status, 403);
         assert_eq!(
@@ -112,25 +128,41 @@ mod tests {
             Some(r#"Bearer realm="api", error="insufficient_scope", scope="orders:write""#)
         );
 
-        let r = denial(Some("api"), Reason::ClaimMismatch, None, 0);
+        let r = denial(Some("api"), Reason::ClaimMismatch, None, 0, None);
         assert_eq!(r.status, 403);
         assert_eq!(header(&r, "www-authenticate"), None);
 
-        let r = denial(Some("api"), Reason::JwksUnavailable, None, 5);
+        let r = denial(Some("api"), Reason::JwksUnavailable, None, 5, None);
         assert_eq!(r.status, 503);
         assert_eq!(header(&r, "retry-after"), Some("5"));
         assert_eq!(header(&r, "www-authenticate"), None);
 
-        let r = denial(Some("api"), Reason::BadPath, None, 0);
+        let r = denial(Some("api"), Reason::BadPath, None, 0, None);
         assert_eq!(r.status, 400);
         assert_eq!(header(&r, "www-authenticate"), None);
     }
 
     #[test]
+    fn rate_limited_carries_retry_after_and_ratelimit_fields() {
+        let state = LimitState {
+            limit: 5,
+            remaining: 0,
+            reset_s: 60,
+        };
+        let r = denial(Some("api"), Reason::RateLimited, None, 12, Some(&state));
+        assert_eq!(r.status, 429);
+        assert_eq!(header(&r, "retry-after"), Some("12"));
+        assert_eq!(header(&r, "ratelimit-limit"), Some("5"));
+        assert_eq!(header(&r, "ratelimit-remaining"), Some("0"));
+        assert_eq!(header(&r, "ratelimit-reset"), Some("60"));
+        assert_eq!(header(&r, "www-authenticate"), None);
+    }
+
+    #[test]
     fn realm_is_omitted_when_not_configured() {
-        let r = denial(None, Reason::MissingToken, None, 0);
+        let r = denial(None, Reason::MissingToken, None, 0, None);
         assert_eq!(header(&r, "www-authenticate"), Some("Bearer"));
-        let r = denial(None, Reason::BadSignature, None, 0);
+        let r = denial(None, Reason::BadSignature, None, 0, None);
         assert_eq!(
             header(&r, "www-authenticate"),
             Some(
@@ -142,7 +174,7 @@ mod tests {
     #[test]
     fn body_is_json_with_error_and_description() {
         for reason in crate::core::reason::ALL {
-            let r = denial(Some("api"), reason, Some("s"), 1);
+            let r = denial(Some("api"), reason, Some("s"), 1, None);
             assert_eq!(header(&r, "content-type"), Some("application/json"));
             let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
             assert_eq!(v["error"], reason.error_code());

@@ -17,13 +17,22 @@ pub enum Applied {
 }
 
 fn set_header(name: &str, value: Option<&str>) {
-    // A failure here leaves the request as it was; the only header that matters for safety
-    // (the protected ones) is checked below by refusing the request instead.
+    // Envoy refuses a header write only for a stream that is already gone.
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
 }
 
-pub fn apply(plugin: &Plugin, d: &Decision, req: &SavedRequest, now_ms: u64) -> Applied {
+/// Carries out `d` on the stream `context_id`, which must be the effective context.
+pub fn apply(
+    plugin: &Plugin,
+    context_id: u32,
+    d: &Decision,
+    req: &SavedRequest,
+    now_ms: u64,
+) -> Applied {
     plugin.metrics.token_cache(d.cache_hit);
+    if let Some(rule) = d.rule.filter(|_| d.rate.is_some()) {
+        plugin.metrics.rate_limit(rule, d.outcome == Outcome::Allow);
+    }
     match &d.outcome {
         Outcome::Allow => {
             for op in &d.ops {
@@ -35,11 +44,17 @@ pub fn apply(plugin: &Plugin, d: &Decision, req: &SavedRequest, now_ms: u64) -> 
             if let Some(path) = &d.path {
                 set_header(":path", Some(path));
             }
+            if let Some(state) = d.rate {
+                plugin.rate_headers.borrow_mut().insert(context_id, state);
+            }
             plugin.metrics.allowed();
             Applied::Continue
         }
         Outcome::Deny { reason, scope } => {
-            let retry = plugin.retry_after_s(d.provider, now_ms);
+            let retry = match d.retry_after_s {
+                Some(s) => s,
+                None => plugin.retry_after_s(d.provider, now_ms),
+            };
             deny(plugin, *reason, scope.as_deref(), retry, d, req);
             Applied::Responded
         }
@@ -58,7 +73,7 @@ pub fn apply(plugin: &Plugin, d: &Decision, req: &SavedRequest, now_ms: u64) -> 
     }
 }
 
-pub fn deny(
+fn deny(
     plugin: &Plugin,
     reason: Reason,
     scope: Option<&str>,
@@ -66,7 +81,13 @@ pub fn deny(
     d: &Decision,
     req: &SavedRequest,
 ) {
-    let r = response::denial(plugin.config.realm.as_deref(), reason, scope, retry_after_s);
+    let r = response::denial(
+        plugin.config.realm.as_deref(),
+        reason,
+        scope,
+        retry_after_s,
+        d.rate.as_ref(),
+    );
     let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
     if hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes())).is_err() {
         // Without a local reply the request must still never continue upstream.

@@ -7,6 +7,7 @@ use proxy_wasm::hostcalls;
 
 use crate::core::authenticator::Outcome;
 use crate::core::jwks_cache::{FetchOutcome, FetchRequest, Want};
+use crate::core::ratelimit;
 
 use super::apply::{self, Applied};
 use super::plugin::{Plugin, Waiter, MAX_WAITERS};
@@ -152,7 +153,25 @@ pub fn tick(plugin: &Plugin, now: u64) {
         let age_s = (c.fetched_at_ms() > 0).then(|| now.saturating_sub(c.fetched_at_ms()) / 1000);
         plugin.metrics.key_set(provider, keys, age_s.unwrap_or(0));
     }
+    publish_buckets(plugin, now);
     expire(plugin, now);
+}
+
+/// Buckets in use per rate limit, read from shared data about once a second.
+fn publish_buckets(plugin: &Plugin, now: u64) {
+    let second = now / 1000;
+    if plugin.buckets_published_s.replace(second) == second {
+        return;
+    }
+    for rule in &plugin.config.rules {
+        for i in 0..rule.rate_limits.len() {
+            plugin.metrics.buckets(
+                rule.index,
+                i,
+                ratelimit::buckets_in_use(&HostStore, rule.index, i),
+            );
+        }
+    }
 }
 
 /// Parks a request until `provider`'s next fetch ends. A refetch is only requested here: the
@@ -206,7 +225,7 @@ pub fn settle(plugin: &Plugin, provider: usize, now: u64) {
         if hostcalls::set_effective_context(w.context_id).is_err() {
             continue;
         }
-        if let Applied::Continue = apply::apply(plugin, &d, &w.request, now) {
+        if let Applied::Continue = apply::apply(plugin, w.context_id, &d, &w.request, now) {
             let _ = hostcalls::resume_http_request();
         }
     }
@@ -230,7 +249,7 @@ fn expire(plugin: &Plugin, now: u64) {
         if matches!(d.outcome, Outcome::Wait { .. }) {
             d.detail = "timed out waiting for a key fetch";
         }
-        if let Applied::Continue = apply::apply(plugin, &d, &w.request, now) {
+        if let Applied::Continue = apply::apply(plugin, w.context_id, &d, &w.request, now) {
             let _ = hostcalls::resume_http_request();
         }
     }

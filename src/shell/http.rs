@@ -8,6 +8,7 @@ use proxy_wasm::types::{Action, MapType};
 
 use crate::core::authenticator::{Decision, Outcome};
 use crate::core::reason::Reason;
+use crate::core::{request, response};
 
 use super::apply::{self, Applied};
 use super::fetch;
@@ -21,7 +22,7 @@ pub struct Http {
 
 /// The request headers, with values that are not UTF-8 replaced lossily: such a value can
 /// never carry a valid token, and matching on it stays conservative.
-fn read_request() -> Option<SavedRequest> {
+fn read_request(with_client_ip: bool) -> Option<SavedRequest> {
     let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
     let mut method = None;
     let mut path = None;
@@ -34,15 +35,29 @@ fn read_request() -> Option<SavedRequest> {
             _ => headers.push((name, value)),
         }
     }
+    let client_ip = with_client_ip
+        .then(|| {
+            hostcalls::get_property(vec!["source", "address"])
+                .ok()
+                .flatten()
+        })
+        .flatten()
+        .and_then(|a| String::from_utf8(a).ok())
+        .map(|a| request::strip_port(&a).to_owned());
     Some(SavedRequest {
         method: method?,
         path: path?,
         headers,
+        client_ip,
     })
 }
 
 impl Context for Http {
     fn on_done(&mut self) -> bool {
+        self.plugin
+            .rate_headers
+            .borrow_mut()
+            .remove(&self.context_id);
         // A parked request whose client went away must not be resumed later.
         self.plugin
             .waiters
@@ -53,11 +68,31 @@ impl Context for Http {
 }
 
 impl HttpContext for Http {
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let state = self
+            .plugin
+            .rate_headers
+            .borrow_mut()
+            .remove(&self.context_id);
+        if let Some(state) = state {
+            for (name, value) in response::rate_headers(&state) {
+                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value));
+            }
+        }
+        Action::Continue
+    }
+
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let now = now_ms();
-        let Some(req) = read_request() else {
+        let Some(req) = read_request(self.plugin.needs_client_ip) else {
             let d = Decision::rejected(Reason::BadPath, "request has no :method or :path");
-            apply::apply(&self.plugin, &d, &SavedRequest::default(), now);
+            apply::apply(
+                &self.plugin,
+                self.context_id,
+                &d,
+                &SavedRequest::default(),
+                now,
+            );
             return Action::Pause;
         };
         let mut d = self.plugin.decide(now, &req);
@@ -86,7 +121,7 @@ impl HttpContext for Http {
             }
             d = self.plugin.decide(now, &req);
         }
-        match apply::apply(&self.plugin, &d, &req, now) {
+        match apply::apply(&self.plugin, self.context_id, &d, &req, now) {
             Applied::Continue => Action::Continue,
             Applied::Responded => Action::Pause,
         }

@@ -15,8 +15,17 @@ struct ProviderStats {
     age_s: Option<u32>,
 }
 
+/// Stats of one rule's rate limits.
+struct RuleStats {
+    admitted: Option<u32>,
+    limited: Option<u32>,
+    /// Buckets in use, one gauge per limit.
+    buckets: Vec<Option<u32>>,
+}
+
 pub struct Metrics {
     allowed: Option<u32>,
+    rules: Vec<RuleStats>,
     cache_hit: Option<u32>,
     cache_miss: Option<u32>,
     denied: Vec<(Reason, Option<u32>)>,
@@ -41,11 +50,27 @@ fn record(id: Option<u32>, value: u64) {
 }
 
 impl Metrics {
-    pub fn define(provider_names: &[&str]) -> Metrics {
+    /// `limits_per_rule[i]`: how many rate limits rule `i` has.
+    pub fn define(provider_names: &[&str], limits_per_rule: &[usize]) -> Metrics {
         let counter = |name: String| define(MetricType::Counter, &name);
         let gauge = |name: String| define(MetricType::Gauge, &name);
         Metrics {
             allowed: counter("okta_jwt_allowed".into()),
+            rules: limits_per_rule
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| RuleStats {
+                    admitted: (n > 0)
+                        .then(|| counter(format!("okta_jwt_ratelimit_admitted_rule_{i}")))
+                        .flatten(),
+                    limited: (n > 0)
+                        .then(|| counter(format!("okta_jwt_ratelimit_limited_rule_{i}")))
+                        .flatten(),
+                    buckets: (0..n)
+                        .map(|j| gauge(format!("okta_jwt_ratelimit_buckets_rule_{i}_limit_{j}")))
+                        .collect(),
+                })
+                .collect(),
             cache_hit: counter("okta_jwt_token_cache_hit".into()),
             cache_miss: counter("okta_jwt_token_cache_miss".into()),
             denied: reason::ALL
@@ -75,6 +100,20 @@ impl Metrics {
             Some(false) => bump(self.cache_miss),
             None => {}
         }
+    }
+
+    pub fn rate_limit(&self, rule: usize, admitted: bool) {
+        if let Some(r) = self.rules.get(rule) {
+            bump(if admitted { r.admitted } else { r.limited });
+        }
+    }
+
+    pub fn buckets(&self, rule: usize, limit: usize, in_use: u64) {
+        let id = self
+            .rules
+            .get(rule)
+            .and_then(|r| r.buckets.get(limit).copied().flatten());
+        record(id, in_use);
     }
 
     pub fn denied(&self, reason: Reason) {

@@ -1,16 +1,18 @@
 //! State shared by a VM's root context and its HTTP contexts: the compiled configuration,
 //! key caches, the signature verifier, stats, and requests waiting for keys.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
 use crate::core::authenticator::{self, Decision, Env, KeySource, KeyState};
 use crate::core::config::Config;
 use crate::core::jwks_cache::ProviderCache;
+use crate::core::ratelimit::LimitState;
 use crate::core::token_cache::TokenCache;
 use crate::core::verify::SignatureVerifier;
 
 use super::metrics::Metrics;
+use super::shared_data::HostStore;
 
 /// Requests parked per VM while a first key fetch is in flight. Past this, new arrivals are
 /// answered 503 at once rather than holding unbounded memory.
@@ -22,6 +24,8 @@ pub struct SavedRequest {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// Read only when a rate limit keys on it.
+    pub client_ip: Option<String>,
 }
 
 impl SavedRequest {
@@ -44,6 +48,8 @@ pub struct Waiter {
 pub struct Plugin {
     /// This VM's identity in shared-data leases.
     pub owner: u64,
+    /// Whether requests need their client address read (an `ip` rate limit exists).
+    pub needs_client_ip: bool,
     pub config: Config,
     pub verifier: Box<dyn SignatureVerifier>,
     pub metrics: Metrics,
@@ -56,6 +62,10 @@ pub struct Plugin {
     pub refetch_wanted: RefCell<HashSet<usize>>,
     /// Providers whose parked requests must be decided again on the next tick.
     pub settle_wanted: RefCell<HashSet<usize>>,
+    /// `RateLimit-*` values to add to a stream's response, by HTTP context id.
+    pub rate_headers: RefCell<HashMap<u32, LimitState>>,
+    /// The second in which the bucket gauges were last published.
+    pub buckets_published_s: Cell<u64>,
 }
 
 struct Caches<'a> {
@@ -89,8 +99,16 @@ impl Plugin {
             },
             verifier: self.verifier.as_ref(),
             now: now_ms / 1000,
+            now_ms,
+            store: Some(&HostStore),
         };
-        authenticator::decide(&env, &req.method, &req.path, &req.headers)
+        authenticator::decide(
+            &env,
+            &req.method,
+            &req.path,
+            &req.headers,
+            req.client_ip.as_deref(),
+        )
     }
 
     /// Forgets cached tokens whose verifying key `provider`'s set no longer has.

@@ -1,6 +1,6 @@
 //! The root context: configuration, the tick that drives key fetching, and HTTP-call answers.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
@@ -13,6 +13,7 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 use crate::core::config::{self, SignatureBackend};
 use crate::core::jwks::MAX_JWKS_BYTES;
 use crate::core::jwks_cache::ProviderCache;
+use crate::core::ratelimit;
 use crate::core::token_cache::TokenCache;
 use crate::core::verify::SignatureVerifier;
 use crate::core::verify_pure::PureVerifier;
@@ -66,7 +67,18 @@ impl Root {
             }
         };
         let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
-        let metrics = Metrics::define(&names);
+        let limits: Vec<usize> = config.rules.iter().map(|r| r.rate_limits.len()).collect();
+        let metrics = Metrics::define(&names, &limits);
+        for rule in &config.rules {
+            // Created up front (the main thread configures first) so every later bucket
+            // update is a real compare-and-swap.
+            ratelimit::ensure_records(&HostStore, rule.index, &rule.rate_limits).map_err(|e| {
+                format!(
+                    "rules[{}].rate_limits: cannot create buckets in shared data: {e:?}",
+                    rule.index
+                )
+            })?;
+        }
         let mut caches: Vec<ProviderCache> =
             config.providers.iter().map(ProviderCache::new).collect();
         for c in caches.iter_mut() {
@@ -79,7 +91,8 @@ impl Root {
             config.rules.len(),
             verifier.name()
         );
-        if config.remote_providers().next().is_some() {
+        let any_limit = config.rules.iter().any(|r| !r.rate_limits.is_empty());
+        if any_limit || config.remote_providers().next().is_some() {
             let _ = hostcalls::set_tick_period(TICK);
         }
         let token_cache = RefCell::new(TokenCache::new(config.token_cache_entries));
@@ -87,6 +100,7 @@ impl Root {
             token_cache,
             // Random per VM (WASI randomness): names the holder of a fetch lease.
             owner: RandomState::new().hash_one(now_ms()).max(1),
+            needs_client_ip: config.needs_client_ip(),
 
             config,
             verifier,
@@ -96,6 +110,8 @@ impl Root {
             fetches: RefCell::new(HashMap::new()),
             refetch_wanted: RefCell::new(HashSet::new()),
             settle_wanted: RefCell::new(HashSet::new()),
+            rate_headers: RefCell::new(HashMap::new()),
+            buckets_published_s: Cell::new(0),
         }));
         Ok(())
     }
