@@ -7,9 +7,11 @@ import base64
 import http.client
 import json
 import re
+import threading
 import urllib.parse
+from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import requests
 
@@ -72,14 +74,18 @@ class Api:
 
     # -- through Envoy ---------------------------------------------------------------
     def request(self, method: str, path: str, token: str | None = None,
-                headers: Headers = (), body: bytes | None = None) -> Reply:
+                headers: Headers = (), body: bytes | None = None,
+                source: str | None = None) -> Reply:
         """Send `path` byte for byte (no client-side normalization of `..` or `%2F`),
-        on a fresh connection so that requests spread over Envoy's workers."""
+        on a fresh connection so that requests spread over Envoy's workers. `source` is the
+        local address to connect from (e.g. "127.0.0.2": all of 127/8 is loopback on Linux),
+        for what the filter keys on the client address."""
         pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
         if token is not None:
             pairs.append(("authorization", f"Bearer {token}"))
         conn = http.client.HTTPConnection(self.envoy.hostname, self.envoy.port,
-                                          timeout=self.timeout)
+                                          timeout=self.timeout,
+                                          source_address=source and (source, 0))
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
             for name, value in pairs:
@@ -93,8 +99,53 @@ class Api:
         finally:
             conn.close()
 
-    def get(self, path: str, token: str | None = None, headers: Headers = ()) -> Reply:
-        return self.request("GET", path, token, headers)
+    def get(self, path: str, token: str | None = None, headers: Headers = (),
+            source: str | None = None) -> Reply:
+        return self.request("GET", path, token, headers, source=source)
+
+    def send_many(self, method: str, path: str, headers: Sequence[Headers],
+                  connections: int = 16) -> list[int]:
+        """Request `i` carries `headers[i]`; returns the statuses, in that order (bodies are
+        read and dropped). As fast as this client goes: `connections` threads, each with one
+        keep-alive connection (reopened if Envoy closes it), so only `connections` sockets
+        spread over the workers, unlike `request`."""
+        statuses: list[int] = [0] * len(headers)
+        failures: list[BaseException] = []
+
+        def worker(first: int) -> None:
+            conn = None
+            try:
+                for i in range(first, len(headers), connections):
+                    h = headers[i]
+                    pairs = list(h.items() if isinstance(h, Mapping) else h)
+                    if conn is None:
+                        conn = http.client.HTTPConnection(
+                            self.envoy.hostname, self.envoy.port, timeout=self.timeout)
+                    conn.putrequest(method, path, skip_accept_encoding=True)
+                    for name, value in pairs:
+                        conn.putheader(name, value)
+                    conn.endheaders()
+                    resp = conn.getresponse()
+                    resp.read()
+                    statuses[i] = resp.status
+                    if resp.will_close:
+                        conn.close()
+                        conn = None
+            except BaseException as e:  # reported by the caller's thread
+                failures.append(e)
+            finally:
+                if conn is not None:
+                    conn.close()
+
+        threads = [threading.Thread(target=worker, args=(t,), daemon=True)
+                   for t in range(min(connections, len(headers)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failures:
+            raise failures[0]
+        return statuses
 
     # -- the mock IdP ----------------------------------------------------------------
     def control(self, endpoint: str, body: dict | None = None) -> dict:
@@ -143,6 +194,32 @@ def counter(stats: dict[str, int], name: str) -> int:
     """Sum of the stats whose name contains `name`: Envoy prefixes Wasm metrics
     (`wasmcustom.`), and `okta_jwt_denied` covers every `okta_jwt_denied_<reason>`."""
     return sum(v for k, v in stats.items() if name in k)
+
+
+def stat(stats: dict[str, int], name: str) -> int:
+    """The value of the one stat named `name` (after Envoy's prefix, e.g. `wasmcustom.`);
+    fails if there is no such stat, so that a missing stat never reads as 0."""
+    found = [v for k, v in stats.items() if k == name or k.endswith("." + name)]
+    assert len(found) == 1, f"{len(found)} stats named {name}: {sorted(stats)}"
+    return found[0]
+
+
+_WORKER_CX = re.compile(r"\.(worker_\d+)\.downstream_cx_total$")
+
+
+def connections_per_worker(api: Api) -> Counter:
+    """Downstream connections accepted so far by each Envoy worker (all listeners)."""
+    per = Counter()
+    for name, value in api.stats(r"worker_[0-9]+\.downstream_cx_total").items():
+        m = _WORKER_CX.search(name)
+        if m:
+            per[m.group(1)] += value
+    return per
+
+
+def workers_used(before: Counter, after: Counter) -> int:
+    """How many workers accepted connections between two `connections_per_worker` reads."""
+    return sum(1 for w in after if after[w] > before.get(w, 0))
 
 
 # -- assertions --------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from client import Api
 def pytest_configure(config):
     config.addinivalue_line("markers", "local_only: starts its own processes or reads "
                                        "their logs, so it cannot run against an external stack")
+    config.addinivalue_line("markers", "slow: waits out real cache lifetimes (tens of "
+                                       "seconds); deselect with -m 'not slow'")
     # A plain SIGTERM would skip atexit; turn it into an exit so children are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 

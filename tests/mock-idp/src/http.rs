@@ -204,6 +204,12 @@ pub fn respond(request: Request, reply: Reply) {
             response.add_header(h);
         }
     }
+    // tiny_http serves each kept-alive connection on a pool thread, and its pool can fail to
+    // grow when several connections arrive at once, leaving new ones unserved until an old one
+    // closes. Closing after every answer keeps every connection short-lived.
+    if let Ok(h) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
+        response.add_header(h);
+    }
     // The client may have gone away; nothing useful to do about it.
     let _ = request.respond(response);
 }

@@ -1,0 +1,532 @@
+"""The JWKS lifecycle on real Envoy (issue 3; SPEC.md "Unknown kid and key rotation").
+
+One key set per provider per Envoy process, shared by every worker; one refetch for an
+unknown kid, rate limited; stale keys through IdP failures; 503 with Retry-After until the
+first fetch succeeds, then recovery without a restart; Cache-Control max-age and its clamp;
+discovery; providers with their own lifecycles; the lifecycle stats.
+
+Every stack here belongs to this module (mock IdP + echo upstream + Envoy), so the IdP's fetch
+counts see no other module's traffic. Within a stack each test has its own authorization
+server and provider (the IdP counts, faults and rotates per server; the stats are per
+provider), so no test's fetches, faults or rotations reach another's numbers, whatever order
+or subset of tests runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+import harness
+from client import (REALM, Api, Reply, assert_allowed, assert_denied, assert_invalid_token,
+                    b64url_decode, stat)
+
+pytestmark = pytest.mark.local_only
+
+MIN_REFETCH_S = 1  # min_refetch_interval_s of the providers that refetch in these tests
+# A set fetched by one VM reaches the other workers' VMs on their next tick, not at once:
+# requests this long after a fetch must see it everywhere.
+ADOPT_S = 0.2
+
+
+# --- configuration and stacks -----------------------------------------------------------
+
+def lifecycle_config(providers: dict[str, dict]) -> Callable[[dict[str, str]], dict]:
+    """A filter configuration, for harness.start_stack: provider NAME accepts the tokens of
+    authorization server `server` and guards the paths under /NAME; the other entries of
+    its spec are `jwks` fields (`discovery: True` selects discovery instead of a `uri`)."""
+    def build(variables: dict[str, str]) -> dict:
+        idp = variables["IDP_URL"]
+        config = {}
+        for name, spec in providers.items():
+            knobs = dict(spec)
+            server = knobs.pop("server")
+            source = ({"discovery": True} if knobs.pop("discovery", False)
+                      else {"uri": f"{idp}/oauth2/{server}/v1/keys"})
+            config[name] = {"issuer": f"{idp}/oauth2/{server}",
+                            "audiences": ["api://default"],
+                            "jwks": {**source, "cluster": "okta_idp", **knobs}}
+        return {"providers": config,
+                "rules": [{"match": {"prefix": f"/{name}"}, "providers": [name]}
+                          for name in providers],
+                "realm": REALM}
+    return build
+
+
+def servers(providers: dict[str, dict]) -> list[str]:
+    return sorted({spec["server"] for spec in providers.values()})
+
+
+def idp_args(key_dir: Path, providers: dict[str, dict], *extra: str) -> list[str]:
+    # Create every server (and its keys) before Envoy asks for it: generating keys on the
+    # first fetch would make that fetch slow enough to time out.
+    return ["--servers", ",".join(servers(providers)), "--key-dir", str(key_dir), *extra]
+
+
+class Own:
+    """A stack of this module's own, the Api that drives it, and when it became ready."""
+
+    def __init__(self, stack: harness.Stack):
+        self.stack = stack
+        self.api = Api(stack.envoy_url, stack.idp_url, stack.admin_url)
+        self.ready_at = time.monotonic()
+
+    def wait_for_keys(self, providers: dict[str, dict], timeout: float = 15.0) -> None:
+        """Until every provider serves a valid token (its start-up fetch may have failed and
+        be retried after the back-off); then the stack counts as ready."""
+        for name, spec in providers.items():
+            token = self.api.mint(server=spec["server"])
+            harness.wait_until(lambda: self.api.get(f"/{name}", token).status == 200,
+                               timeout, f"provider {name} to have keys", interval=0.25)
+        self.ready_at = time.monotonic()
+
+    def up_for_at_least(self, seconds: float) -> None:
+        """Sleep until the stack has been ready for `seconds` (the start-up fetches are then
+        at least that old)."""
+        time.sleep(max(0.0, self.ready_at + seconds - time.monotonic()))
+
+
+@contextlib.contextmanager
+def own_stack(workdir: Path, **kwargs) -> Iterator[Own]:
+    stack = harness.start_stack(workdir, **kwargs)
+    try:
+        yield Own(stack)
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def key_dir(request, tmp_path_factory) -> Path:
+    """Where the mock IdPs keep their RSA keys across starts (and across runs, in pytest's
+    cache): generating them is most of an IdP's start-up time. Rotated keys are never saved."""
+    cache = getattr(request.config, "cache", None)
+    return cache.mkdir("mock-idp-keys") if cache else tmp_path_factory.mktemp("mock-idp-keys")
+
+
+# --- reading the IdP, the tokens and Envoy ----------------------------------------------
+
+def keys_path(server: str) -> str:
+    return f"GET /oauth2/{server}/v1/keys"
+
+
+def discovery_path(server: str) -> str:
+    return f"GET /oauth2/{server}/.well-known/openid-configuration"
+
+
+def keys_fetches(api: Api, server: str) -> int:
+    return api.idp_counts().get(keys_path(server), 0)
+
+
+def kid_of(token: str) -> str:
+    return json.loads(b64url_decode(token.split(".")[0]))["kid"]
+
+
+def random_kid() -> str:
+    return f"unknown-{uuid.uuid4().hex}"
+
+
+_WORKER_CX = re.compile(r"\.(worker_\d+)\.downstream_cx_total$")
+
+
+def connections_per_worker(api: Api) -> Counter:
+    """Downstream connections accepted so far by each Envoy worker (all listeners)."""
+    per = Counter()
+    for name, value in api.stats(r"worker_[0-9]+\.downstream_cx_total").items():
+        m = _WORKER_CX.search(name)
+        if m:
+            per[m.group(1)] += value
+    return per
+
+
+def workers_used(before: Counter, after: Counter) -> int:
+    return sum(1 for w in after if after[w] > before.get(w, 0))
+
+
+def concurrently(calls: list[Callable[[], Reply]], connections: int = 8) -> list[Reply]:
+    """Run the calls over `connections` concurrent connections (each request opens its own
+    connection, so they spread over Envoy's workers)."""
+    with ThreadPoolExecutor(max_workers=connections) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+def retry_after(reply: Reply) -> int:
+    value = reply.header("retry-after")
+    assert value is not None and value.isdigit(), reply
+    return int(value)
+
+
+def assert_keys_unavailable(reply: Reply, max_retry_after_s: int) -> None:
+    """503 from the filter (never 401, never a pass), with an integral `Retry-After`."""
+    assert_denied(reply, 503)
+    assert 1 <= retry_after(reply) <= max_retry_after_s, reply
+
+
+# --- 1 and 7: cold start with four workers; discovery ------------------------------------
+
+COLD = {
+    "okta": {"server": "default"},
+    "second": {"server": "second"},
+    "disco": {"server": "disco", "discovery": True},
+}
+PER_WORKER_FETCH_S = 2.0  # by then, a fetch per worker (or per VM) would have been made
+
+
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory, key_dir) -> Iterator[Own]:
+    """Four workers (and the main thread's VM); default refetch knobs (30 s, 300 s)."""
+    with own_stack(tmp_path_factory.mktemp("cold"), concurrency=4,
+                   filter_config=lifecycle_config(COLD),
+                   idp_args=idp_args(key_dir, COLD)) as own:
+        yield own
+
+
+def test_cold_start_fetches_once_per_provider_whatever_the_workers(cold):
+    api = cold.api
+    cold.up_for_at_least(PER_WORKER_FETCH_S)
+    tokens = {name: api.mint(server=COLD[name]["server"]) for name in ("okta", "second")}
+    before = connections_per_worker(api)
+    for _ in range(6):  # one connection each, so they spread over the workers
+        for name, token in tokens.items():
+            assert_allowed(api.get(f"/{name}", token))
+    assert workers_used(before, connections_per_worker(api)) >= 2, \
+        "precondition: the requests should have reached several workers"
+    time.sleep(1.0)  # a fetch started by a worker's first request would have arrived
+    counts = api.idp_counts()
+    for name in tokens:
+        assert counts.get(keys_path(COLD[name]["server"]), 0) == 1, (name, counts)
+
+
+def test_discovery_reads_the_jwks_uri_once_for_all_workers(cold):
+    api = cold.api
+    cold.up_for_at_least(PER_WORKER_FETCH_S)
+    token = api.mint(server="disco")
+    for _ in range(6):
+        assert_allowed(api.get("/disco", token))
+    time.sleep(1.0)
+    counts = api.idp_counts()
+    assert counts.get(discovery_path("disco"), 0) == 1, counts
+    assert counts.get(keys_path("disco"), 0) == 1, counts
+
+
+# --- 2, 3, 4, 7 and 8 on one stack, one authorization server per test -------------------
+
+FAULTS = ["500", "malformed", "empty", "slow"]
+FAULT_TIMEOUT_MS = 1000   # timeout_ms of the flaky providers
+SLOW_DELAY_MS = 3000      # the IdP's "slow" answers come well after that timeout
+
+LIFE = {
+    "okta": {"server": "default", "min_refetch_interval_s": MIN_REFETCH_S},
+    "second": {"server": "second", "min_refetch_interval_s": MIN_REFETCH_S},
+    "rot": {"server": "rot", "min_refetch_interval_s": MIN_REFETCH_S, "timeout_ms": 3000},
+    "storm": {"server": "storm", "min_refetch_interval_s": 30, "timeout_ms": 2000},
+    "metered": {"server": "metered", "min_refetch_interval_s": MIN_REFETCH_S,
+                "timeout_ms": FAULT_TIMEOUT_MS},
+    **{f"flaky-{mode}": {"server": f"flaky-{mode}", "min_refetch_interval_s": MIN_REFETCH_S,
+                         "timeout_ms": FAULT_TIMEOUT_MS} for mode in FAULTS},
+}
+
+
+@pytest.fixture(scope="module")
+def life(tmp_path_factory, key_dir) -> Iterator[Own]:
+    with own_stack(tmp_path_factory.mktemp("life"), concurrency=4,
+                   filter_config=lifecycle_config(LIFE),
+                   idp_args=idp_args(key_dir, LIFE)) as own:
+        own.wait_for_keys(LIFE)
+        yield own
+
+
+def test_rotation_new_kid_passes_first_time_on_every_worker_and_dropped_kid_fails(life):
+    api = life.api
+    old = api.mint(server="rot")
+    assert_allowed(api.get("/rot", old))
+    api.control("rotate", {"server": "rot"})
+    published = api.control("rotate", {"server": "rot"})["kids"]  # two new keys
+    assert kid_of(old) not in published
+    new = api.mint(server="rot")
+    assert kid_of(new) == published[0]
+    life.up_for_at_least(MIN_REFETCH_S + 0.2)  # a refetch is allowed now
+
+    before, workers = keys_fetches(api, "rot"), connections_per_worker(api)
+    # The first requests with the new kid, at once from several workers: all wait for the
+    # one shared refetch and pass.
+    for reply in concurrently([lambda: api.get("/rot", new)] * 8):
+        assert_allowed(reply)
+    assert keys_fetches(api, "rot") - before == 1
+    # Every worker now has the new set without fetching it.
+    for reply in concurrently([lambda: api.get("/rot", new)] * 8):
+        assert_allowed(reply)
+    assert workers_used(workers, connections_per_worker(api)) >= 2, \
+        "precondition: the requests should have reached several workers"
+    assert keys_fetches(api, "rot") - before == 1
+    # The key the IdP dropped no longer verifies, on any worker.
+    time.sleep(ADOPT_S)
+    for reply in concurrently([lambda: api.get("/rot", old)] * 4):
+        assert_invalid_token(reply, old)
+
+
+STORM_REQUESTS = 200
+STORM_S = 3.0
+STORM_MIN_REFETCH_S = LIFE["storm"]["min_refetch_interval_s"]
+
+
+def test_unknown_kid_storm_is_rejected_without_hammering_the_idp(life):
+    api = life.api
+    known = api.mint(server="storm")
+    assert_allowed(api.get("/storm", known))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        tokens = list(pool.map(lambda _: api.mint(server="storm", header={"kid": random_kid()}),
+                               range(STORM_REQUESTS)))
+    before = keys_fetches(api, "storm")
+    started = time.monotonic()
+
+    def send(i: int) -> Reply:  # request i leaves at its slot, evenly over STORM_S
+        time.sleep(max(0.0, started + i * STORM_S / STORM_REQUESTS - time.monotonic()))
+        return api.get("/storm", tokens[i])
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        replies = list(pool.map(send, range(STORM_REQUESTS)))
+    duration = time.monotonic() - started
+    time.sleep(0.5)  # a fetch the storm started would have reached the IdP
+    fetched = keys_fetches(api, "storm") - before
+
+    assert Counter(r.status for r in replies) == {401: STORM_REQUESTS}, \
+        Counter(r.status for r in replies)
+    for reply, token in zip(replies, tokens):
+        assert_invalid_token(reply, token)
+    assert duration < 2 * STORM_S, f"the storm took {duration:.1f} s"
+    assert fetched <= 1 + int(duration // STORM_MIN_REFETCH_S), \
+        f"{fetched} key fetches during a {duration:.1f} s storm"
+    assert_allowed(api.get("/storm", known))
+
+
+@pytest.mark.parametrize("mode", FAULTS)
+def test_failed_refetch_keeps_the_cached_keys(life, mode):
+    api, provider = life.api, f"flaky-{mode}"
+    path, server = f"/{provider}", LIFE[provider]["server"]
+    known = api.mint(server=server)
+    assert_allowed(api.get(path, known))
+    life.up_for_at_least(MIN_REFETCH_S + 0.2)
+    fault = {"server": server, "mode": mode}
+    if mode == "slow":
+        fault["delay_ms"] = SLOW_DELAY_MS
+    api.control("fault", fault)
+    try:
+        before = keys_fetches(api, server)
+        unknown = api.mint(server=server, header={"kid": random_kid()})
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            started = time.monotonic()
+            waiting = pool.submit(lambda: (api.get(path, unknown), time.monotonic()))
+            # During the failing refetch and after it (the first retry is due ~1 s later),
+            # the cached key keeps verifying, at once.
+            while time.monotonic() < started + FAULT_TIMEOUT_MS / 1000 + 0.8:
+                sent = time.monotonic()
+                assert_allowed(api.get(path, known))
+                assert time.monotonic() - sent < 0.8, "a known kid waited for the refetch"
+                time.sleep(0.1)
+            reply, answered = waiting.result(timeout=15)
+        assert_invalid_token(reply, unknown)
+        # It waited for the refetch, at most timeout_ms (not the IdP's 3 s).
+        assert answered - started < FAULT_TIMEOUT_MS / 1000 + 1.5
+        assert keys_fetches(api, server) - before >= 1, "the unknown kid caused no refetch"
+        assert_allowed(api.get(path, known))
+    finally:
+        api.control("fault", {"server": server, "mode": "none"})
+    assert_allowed(api.get(path, known))
+
+
+def test_providers_on_two_servers_keep_their_own_lifecycle(life):
+    api = life.api
+    old = {"okta": api.mint(server="default"), "second": api.mint(server="second")}
+    for name, token in old.items():
+        assert_allowed(api.get(f"/{name}", token))
+    life.up_for_at_least(MIN_REFETCH_S + 0.2)
+
+    def fetches() -> tuple[int, int]:
+        counts = api.idp_counts()
+        return counts.get(keys_path("default"), 0), counts.get(keys_path("second"), 0)
+
+    before = fetches()
+    api.control("rotate", {"server": "default"})
+    assert_allowed(api.get("/okta", api.mint(server="default")))  # new kid: one refetch
+    after = fetches()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
+    assert_allowed(api.get("/second", old["second"]))
+
+    time.sleep(MIN_REFETCH_S + 0.2)
+    api.control("rotate", {"server": "second"})
+    assert_allowed(api.get("/second", api.mint(server="second")))
+    last = fetches()
+    assert (last[0] - after[0], last[1] - after[1]) == (0, 1)
+    assert_allowed(api.get("/okta", old["okta"]))  # rotation keeps the previous key published
+
+
+GAUGE_LAG_S = 0.5  # gauges may be published on the filter's timer rather than at once
+
+
+def test_lifecycle_stats_per_provider(life):
+    api, name = life.api, "metered"
+
+    def stats() -> dict[str, int]:
+        s = api.stats()
+        return {what: stat(s, f"okta_jwt_jwks_{what}_{name}")
+                for what in ("fetch_success", "fetch_failure", "refetch_unknown_kid",
+                             "keys", "age_s")}
+
+    def delta(now: dict, then: dict) -> tuple[int, int, int]:
+        return tuple(now[k] - then[k]
+                     for k in ("fetch_success", "fetch_failure", "refetch_unknown_kid"))
+
+    known = api.mint(server=name)
+    assert_allowed(api.get(f"/{name}", known))
+    life.up_for_at_least(MIN_REFETCH_S + 0.2)
+    start = stats()
+    # Start-up: the set is in place (a start-up attempt may have failed and been retried).
+    assert start["fetch_success"] >= 1 and start["refetch_unknown_kid"] == 0, start
+    assert start["keys"] == 2, start  # the IdP publishes two keys
+    assert 1 <= start["age_s"] <= time.monotonic() - life.ready_at + 30, start
+
+    api.control("rotate", {"server": name})
+    assert_allowed(api.get(f"/{name}", api.mint(server=name)))  # unknown kid: refetch
+    refetched_at = time.monotonic()
+    time.sleep(GAUGE_LAG_S)
+    rotated = stats()
+    assert delta(rotated, start) == (1, 0, 1), (start, rotated)
+    assert rotated["keys"] == 2 and rotated["age_s"] <= 1, rotated
+
+    time.sleep(MIN_REFETCH_S + 0.2)
+    api.control("fault", {"server": name, "mode": "500"})
+    try:
+        unknown = api.mint(server=name, header={"kid": random_kid()})
+        assert_invalid_token(api.get(f"/{name}", unknown), unknown)  # its refetch fails
+        failed = stats()  # read before the first retry (~1 s later) can fail as well
+        assert delta(failed, rotated) == (0, 1, 1), (rotated, failed)
+        # The last good set is kept, and so is its age.
+        assert failed["keys"] == 2, failed
+        assert 1 <= failed["age_s"] <= time.monotonic() - refetched_at + 1, failed
+        assert_allowed(api.get(f"/{name}", known))
+    finally:
+        api.control("fault", {"server": name, "mode": "none"})
+
+
+# --- 5: IdP down from the start -----------------------------------------------------------
+
+OUTAGE_CACHE_S = 30  # cache_duration_s: the cap of the retry back-off
+RECOVERY_S = 20      # back-off 1, 2, 4, 8 s (+ jitter): the next attempt comes within this
+
+
+@pytest.mark.parametrize("outage", ["500", "not_listening"])
+def test_idp_down_from_the_start_is_503_then_recovers_without_restart(tmp_path, key_dir,
+                                                                      outage):
+    providers = {"okta": {"server": "default", "timeout_ms": 1000,
+                          "cache_duration_s": OUTAGE_CACHE_S}}
+    args = idp_args(key_dir, providers)
+    idp_procs: list[harness.Process] = []
+    try:
+        proc, idp_url = harness.start_mock("mock-idp", tmp_path,
+                                           ["--listen", "127.0.0.1:0", *args])
+        idp_procs.append(proc)
+        idp = Api(idp_url, idp_url, idp_url)  # only its IdP side is used
+        token = idp.mint()
+        if outage == "500":
+            idp.control("fault", {"server": "default", "mode": "500"})
+        else:
+            proc.stop()  # restarted later on the same port with the same key files
+
+        envoy_started = time.monotonic()  # (a little before, in fact)
+        with own_stack(tmp_path / "stack", idp_url=idp_url,
+                       filter_config=lifecycle_config(providers)) as own:
+            api = own.api
+            for _ in range(4):
+                assert_keys_unavailable(api.get("/okta", token), 2 * OUTAGE_CACHE_S)
+                time.sleep(0.25)
+
+            if outage == "500":
+                attempts = idp.idp_counts().get(keys_path("default"), 0)
+                down_for = time.monotonic() - envoy_started
+                # One attempt at a time for the whole process, backing off (0, 1, 3, 7 s
+                # ...), however many requests came: never more than this.
+                assert 1 <= attempts <= 1 + int(math.log2(down_for + 1)), (attempts, down_for)
+                idp.control("fault", {"server": "default", "mode": "none"})
+            else:
+                port = idp_url.rsplit(":", 1)[1]
+                restarted, _ = harness.start_mock("mock-idp", tmp_path,
+                                                  ["--listen", f"127.0.0.1:{port}", *args],
+                                                  name="mock-idp-restarted")
+                idp_procs.append(restarted)
+
+            recovering = time.monotonic()
+            statuses = []
+            while True:
+                reply = api.get("/okta", token)
+                statuses.append(reply.status)
+                if reply.status != 503:
+                    break
+                assert_keys_unavailable(reply, 2 * OUTAGE_CACHE_S)
+                assert time.monotonic() - recovering < RECOVERY_S, \
+                    f"no recovery within {RECOVERY_S} s: {Counter(statuses)}"
+                time.sleep(0.25)
+            assert_allowed(reply)
+            time.sleep(ADOPT_S)
+            for _ in range(6):  # whichever worker takes them
+                assert_allowed(api.get("/okta", token))
+            assert own.stack.processes["envoy"].alive
+            if outage == "not_listening":
+                # The IdP that came back served one fetch, for every worker.
+                assert keys_fetches(idp, "default") == 1, idp.idp_counts()
+    finally:
+        for proc in idp_procs:
+            proc.stop()
+
+
+# --- 6: Cache-Control max-age -------------------------------------------------------------
+
+FRESH_FLOOR_S = 30        # SPEC: max-age is clamped to [30 s, 24 h]
+NO_REFRESH_BEFORE_S = 10  # "refresh before expiry" may come early, but not this early
+SLACK_S = 2.0             # tick, poll interval, the first fetch coming just after "ready"
+
+
+@pytest.mark.slow
+def test_cache_control_max_age_sets_the_refresh_and_is_clamped(tmp_path, key_dir):
+    # cache_duration_s 300 and min_refetch_interval_s 30 (defaults): only max-age can make
+    # a refresh happen within the window.
+    providers = {"okta": {"server": "default"}}
+    expected_fresh = {31: 31, 5: FRESH_FLOOR_S}  # max-age sent -> freshness it must give
+    with contextlib.ExitStack() as stacks:
+        own, started = {}, {}
+        for max_age in expected_fresh:  # the longest first: both windows end together
+            started[max_age] = time.monotonic()  # the first fetch comes after this ...
+            own[max_age] = stacks.enter_context(own_stack(  # ... and about when it is ready
+                tmp_path / f"max-age-{max_age}", filter_config=lifecycle_config(providers),
+                idp_args=idp_args(key_dir, providers, "--max-age", str(max_age))))
+        for o in own.values():
+            assert_allowed(o.api.get("/okta", o.api.mint()))
+
+        # When each IdP saw each keys fetch.
+        seen = {max_age: [] for max_age in own}
+        end = max(own[m].ready_at + fresh + SLACK_S for m, fresh in expected_fresh.items())
+        while time.monotonic() < end:
+            for max_age, o in own.items():
+                count = keys_fetches(o.api, "default")
+                while len(seen[max_age]) < count:
+                    seen[max_age].append(time.monotonic())
+            time.sleep(0.25)
+
+        for max_age, fresh in expected_fresh.items():
+            fetches = seen[max_age]
+            timeline = [(round(t - started[max_age], 1), round(t - own[max_age].ready_at, 1))
+                        for t in fetches]  # (since start, since ready), for the message
+            assert len(fetches) == 2, (max_age, timeline)  # start-up, then one refresh
+            assert fetches[1] - started[max_age] > NO_REFRESH_BEFORE_S, (max_age, timeline)
+            assert fetches[1] - own[max_age].ready_at <= fresh + SLACK_S, (max_age, timeline)
+        for o in own.values():
+            assert_allowed(o.api.get("/okta", o.api.mint()))
