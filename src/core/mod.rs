@@ -22,6 +22,7 @@ pub mod ratelimit_config;
 pub mod reason;
 pub mod request;
 pub mod response;
+pub mod rsa_verify;
 pub mod scopes;
 pub mod shared_store;
 pub mod token_cache;

@@ -4,10 +4,11 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
-use crate::core::authenticator::{self, Decision, Env, KeySource, KeyState};
+use crate::core::authenticator::{self, Decision, Env, KeySource, KeyState, Outcome};
 use crate::core::config::Config;
 use crate::core::jwks_cache::ProviderCache;
 use crate::core::ratelimit::LimitState;
+use crate::core::reason::Reason;
 use crate::core::token_cache::TokenCache;
 use crate::core::verify::SignatureVerifier;
 
@@ -88,7 +89,36 @@ impl KeySource for Caches<'_> {
 }
 
 impl Plugin {
+    /// Decides, and when the answer hinges on this VM's copy of a key set being current (no
+    /// keys yet, or an unknown kid), reads the shared record and decides once more: another
+    /// worker may have fetched since this VM's last tick.
     pub fn decide(&self, now_ms: u64, req: &SavedRequest) -> Decision {
+        let d = self.decide_once(now_ms, req);
+        let stale_possible = matches!(
+            d.outcome,
+            Outcome::Deny {
+                reason: Reason::JwksUnavailable | Reason::UnknownKid,
+                ..
+            }
+        );
+        let Some(provider) = d.provider.filter(|_| stale_possible) else {
+            return d;
+        };
+        let synced = match self.caches.borrow_mut().get_mut(provider) {
+            Some(c) => c.sync(&HostStore),
+            None => return d,
+        };
+        if synced.epoch_moved {
+            self.settle_wanted.borrow_mut().insert(provider);
+            if synced.keys_changed {
+                self.purge_token_cache(provider);
+            }
+            return self.decide_once(now_ms, req);
+        }
+        d
+    }
+
+    fn decide_once(&self, now_ms: u64, req: &SavedRequest) -> Decision {
         let caches = self.caches.borrow();
         let env = Env {
             config: &self.config,
