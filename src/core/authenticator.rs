@@ -199,19 +199,6 @@ pub fn decide(
     d
 }
 
-/// The sources of the rule's providers, in rule order, without repeats.
-fn sources<'c>(cfg: &'c Config, rule: &Rule) -> Vec<&'c Source> {
-    let mut out: Vec<&Source> = Vec::new();
-    for &p in &rule.providers {
-        for s in &cfg.providers[p].from {
-            if !out.contains(&s) {
-                out.push(s);
-            }
-        }
-    }
-    out
-}
-
 fn authenticate(
     env: &Env<'_>,
     rule: &Rule,
@@ -220,7 +207,7 @@ fn authenticate(
     mut d: Decision,
 ) -> Decision {
     let cfg = env.config;
-    let Some(Extracted { token, source }) = extract::extract(sources(cfg, rule), req) else {
+    let Some(Extracted { token, source }) = extract::extract(&rule.sources, req) else {
         return match rule.auth {
             Auth::Optional => {
                 d.detail = "no token on an optional rule";

@@ -235,6 +235,9 @@ pub struct Rule {
     pub auth: Auth,
     /// Indexes into `Config::providers`, in the order the rule lists them.
     pub providers: Vec<usize>,
+    /// The token sources of those providers, in order, without repeats: computed once here
+    /// rather than per request.
+    pub sources: Vec<Source>,
     pub scopes: Scopes,
     pub claims: Vec<ClaimRequirement>,
     pub rate_limits: Vec<RateLimit>,
@@ -362,11 +365,16 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             }
         }
     }
+    for rule in rules.iter_mut() {
+        rule.sources = sources_of(&providers, &rule.providers);
+    }
+    let all: Vec<usize> = (0..providers.len()).collect();
     let default_rule = Rule {
         index: usize::MAX,
         matcher: Match::default(),
         auth: Auth::Required,
-        providers: (0..providers.len()).collect(),
+        sources: sources_of(&providers, &all),
+        providers: all,
         scopes: Scopes::default(),
         claims: Vec::new(),
         rate_limits: Vec::new(),
@@ -726,10 +734,24 @@ fn compile_rule(index: usize, r: RawRule, provider_names: &[&str]) -> Result<Rul
         matcher,
         auth,
         providers,
+        sources: Vec::new(),
         scopes,
         claims,
         rate_limits,
     })
+}
+
+/// The sources of the given providers, in order, without repeats.
+fn sources_of(providers: &[Provider], indexes: &[usize]) -> Vec<Source> {
+    let mut out: Vec<Source> = Vec::new();
+    for p in indexes.iter().filter_map(|&i| providers.get(i)) {
+        for s in &p.from {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+    }
+    out
 }
 
 fn valid_scope(s: &str) -> bool {

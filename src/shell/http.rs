@@ -28,7 +28,8 @@ fn read_request(with_client_ip: bool) -> Option<SavedRequest> {
     let mut path = None;
     let mut headers = Vec::with_capacity(pairs.len());
     for (name, value) in pairs {
-        let value = String::from_utf8_lossy(&value).into_owned();
+        let value = String::from_utf8(value)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         match name.as_str() {
             ":method" => method = Some(value),
             ":path" => path = Some(value),
