@@ -152,7 +152,8 @@ fn resolve_segments(path: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
-fn hex_value(b: u8) -> Option<u8> {
+/// The value of one hex digit, for percent-decoding (shared with `query`).
+pub(crate) fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

@@ -9,6 +9,8 @@
 ///
 /// The value is percent-decoded with `+` as space; a bare `name` yields `Some("")`.
 /// A matching pair whose value is not valid encoding (or not UTF-8) is skipped.
+use super::path::hex_value;
+
 #[must_use]
 pub fn get_param(query: &str, name: &str) -> Option<String> {
     query
@@ -66,15 +68,6 @@ fn form_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

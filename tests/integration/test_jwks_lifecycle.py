@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import time
 import uuid
 from collections import Counter
@@ -28,7 +27,7 @@ from typing import Callable, Iterator
 import pytest
 
 import harness
-from client import (REALM, Api, Reply, assert_allowed, assert_denied, assert_invalid_token,
+from client import (REALM, Api, connections_per_worker, workers_used, Reply, assert_allowed, assert_denied, assert_invalid_token,
                     b64url_decode, stat)
 
 pytestmark = pytest.mark.local_only
@@ -133,23 +132,6 @@ def kid_of(token: str) -> str:
 
 def random_kid() -> str:
     return f"unknown-{uuid.uuid4().hex}"
-
-
-_WORKER_CX = re.compile(r"\.(worker_\d+)\.downstream_cx_total$")
-
-
-def connections_per_worker(api: Api) -> Counter:
-    """Downstream connections accepted so far by each Envoy worker (all listeners)."""
-    per = Counter()
-    for name, value in api.stats(r"worker_[0-9]+\.downstream_cx_total").items():
-        m = _WORKER_CX.search(name)
-        if m:
-            per[m.group(1)] += value
-    return per
-
-
-def workers_used(before: Counter, after: Counter) -> int:
-    return sum(1 for w in after if after[w] > before.get(w, 0))
 
 
 def concurrently(calls: list[Callable[[], Reply]], connections: int = 8) -> list[Reply]:
