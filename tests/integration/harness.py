@@ -279,45 +279,6 @@ class Stack:
             proc.stop()
 
 
-# tiny_http 0.12, the echo upstream's server, gives each connection to a thread of its pool.
-# When several connections arrive together while pool threads are idle, `TaskPool::spawn`
-# reads a stale count of idle threads and queues more connections than there are wake-ups;
-# the extra ones wait, unread, until some other connection closes, and Envoy answers their
-# requests 504 after its 15 s route timeout. A concurrent burst on fresh upstream connections
-# (Envoy opens one per request in flight per worker) hits this often. The idle threads are
-# the pool's 4 initial ones (later threads start with a connection, and leave 5 s after it
-# closes): holding a connection on each gives every later connection a thread of its own.
-TINY_HTTP_IDLE_THREADS = 4
-
-
-def occupy_echo_idle_threads(stack: Stack,
-                             count: int = TINY_HTTP_IDLE_THREADS) -> list[socket.socket]:
-    """Open `count` keep-alive connections to the stack's echo upstream, one after the other,
-    each proven taken by a thread (a request answered on it); keep them open while the
-    stack serves concurrent bursts, and close them before stopping it."""
-    match = _LISTENING.search(stack.processes["echo-upstream"].stdout())
-    if match is None:
-        raise HarnessError("the echo upstream has not printed its address")
-    host, port = match.group(1).removeprefix("http://").rsplit(":", 1)
-    held: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.create_connection((host, int(port)), timeout=5.0)
-            held.append(sock)
-            sock.sendall(b"GET /occupy HTTP/1.1\r\nhost: echo\r\n\r\n")
-            answer = b""
-            while b"\r\n\r\n" not in answer:  # the head is enough: the thread took it
-                chunk = sock.recv(4096)
-                if not chunk:
-                    raise HarnessError("the echo upstream closed a held connection")
-                answer += chunk
-    except BaseException:
-        for sock in held:
-            sock.close()
-        raise
-    return held
-
-
 def start_stack(workdir: Path, *, envoy_port: int = 0, admin_port: int = 0,
                 idp_port: int = 0, upstream_port: int = 0, concurrency: int = 2,
                 attempts: int = 3,

@@ -72,18 +72,13 @@ def api(tmp_path_factory) -> Iterator[Api]:
     stack = harness.start_stack(tmp_path_factory.mktemp("ratelimit"), concurrency=WORKERS,
                                 filter_config=ratelimit_config,
                                 idp_args=["--servers", "default"])  # the only server used
-    held = []
     try:
-        # Before Envoy opens any upstream connection: see harness.occupy_echo_idle_threads.
-        held = harness.occupy_echo_idle_threads(stack)
         api = Api(stack.envoy_url, stack.idp_url, stack.admin_url)
         token = api.mint()
         harness.wait_until(lambda: api.get("/plain", token).status == 200, 30,
                            "the provider to have keys", interval=0.25)
         yield api
     finally:
-        for sock in held:
-            sock.close()
         stack.stop()
 
 

@@ -1,20 +1,18 @@
 //! The echo upstream: tells tests which method, path and headers reached it.
 
-use std::io;
-
 use serde_json::{json, Map, Value};
-use tiny_http::Request;
 
-use crate::http::{self, Outcome, Reply};
+use crate::http::{self, Outcome, Reply, Request};
 
+/// The body is not echoed (one over `http::MAX_BODY` is answered 413).
 pub fn serve(mut request: Request) {
-    // Drain the body so keep-alive connections stay in sync; its content is not echoed.
-    let _ = io::copy(request.as_reader(), &mut io::sink());
-    let headers = request
-        .headers()
-        .iter()
-        .map(|h| (h.field.as_str().as_str(), h.value.as_str()));
-    let reply = echo_reply(&request.method().to_string(), request.url(), headers);
+    let reply = match http::read_request(&mut request) {
+        Ok(req) => {
+            let headers = req.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+            echo_reply(&req.method, &req.url, headers)
+        }
+        Err(reply) => reply,
+    };
     http::send(request, Outcome::Now(reply), "echo-upstream");
 }
 

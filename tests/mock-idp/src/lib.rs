@@ -28,12 +28,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A server whose worker threads are running.
+/// A server whose accept thread is running.
 pub struct Running {
     pub addr: SocketAddr,
     /// Only set for the mock IdP.
     pub app: Option<Arc<App>>,
-    workers: Vec<JoinHandle<()>>,
+    server: JoinHandle<()>,
 }
 
 impl Running {
@@ -42,20 +42,15 @@ impl Running {
         format!("listening on http://{}", self.addr)
     }
 
-    /// Blocks for as long as the workers run (i.e. until the process is stopped).
+    /// Blocks for as long as the server runs (i.e. until the process is stopped).
     pub fn wait(self) {
-        for w in self.workers {
-            let _ = w.join();
-        }
+        let _ = self.server.join();
     }
 }
 
-const IDP_WORKERS: usize = 8;
-const ECHO_WORKERS: usize = 4;
-
-/// Binds, creates the configured authorization servers and starts the workers.
+/// Binds, creates the configured authorization servers and starts serving.
 pub fn start_mock_idp(opts: &args::MockIdpOptions) -> Result<Running, String> {
-    let (server, addr) = http::bind(&opts.listen)?;
+    let (listener, addr) = http::bind(&opts.listen)?;
     let public_url = opts
         .public_url
         .clone()
@@ -70,23 +65,23 @@ pub fn start_mock_idp(opts: &args::MockIdpOptions) -> Result<Running, String> {
         app.server(id)?;
     }
     let handler_app = app.clone();
-    let workers = http::spawn_workers(server, IDP_WORKERS, "mock-idp", move |request| {
+    let server = http::spawn_server(listener, "mock-idp", move |request| {
         routes::serve(&handler_app, request)
-    });
+    })?;
     Ok(Running {
         addr,
         app: Some(app),
-        workers,
+        server,
     })
 }
 
 /// Binds and starts the echo upstream.
 pub fn start_echo(listen: &str) -> Result<Running, String> {
-    let (server, addr) = http::bind(listen)?;
-    let workers = http::spawn_workers(server, ECHO_WORKERS, "echo-upstream", echo::serve);
+    let (listener, addr) = http::bind(listen)?;
+    let server = http::spawn_server(listener, "echo-upstream", echo::serve)?;
     Ok(Running {
         addr,
         app: None,
-        workers,
+        server,
     })
 }

@@ -4,10 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tiny_http::Request;
 
 use crate::faults::Fault;
-use crate::http::{self, Outcome, Reply, Req};
+use crate::http::{self, Outcome, Reply, Req, Request};
 use crate::state::App;
 use crate::tokens::{self, Alg, OktaClaims};
 use crate::{control, form, lock};
@@ -22,10 +21,9 @@ pub const SCOPES: &[&str] = &["orders:read", "orders:write", "profile", "admin"]
 
 pub const AUDIENCE: &str = "api://default";
 
-/// Worker entry: count, read, dispatch, answer.
+/// Connection entry: count, read, dispatch, answer.
 pub fn serve(app: &Arc<App>, mut request: Request) {
-    app.counts
-        .record(&request.method().to_string(), request.url());
+    app.counts.record(request.method(), request.url());
     let outcome = match http::read_request(&mut request) {
         Ok(req) => handle(app, &req),
         Err(reply) => Outcome::Now(reply),

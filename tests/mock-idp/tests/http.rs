@@ -298,3 +298,281 @@ fn binaries_print_readiness_line_and_serve() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads one response off a kept-alive connection, framed by its Content-Length.
+fn read_response(reader: &mut BufReader<TcpStream>) -> Resp {
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"))
+        .parse()
+        .unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (n, v) = line.split_once(':').unwrap();
+        headers.push((n.trim().to_string(), v.trim().to_string()));
+    }
+    let mut resp = Resp {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let length: usize = resp.header("content-length").unwrap().parse().unwrap();
+    resp.body = vec![0; length];
+    reader.read_exact(&mut resp.body).unwrap();
+    resp
+}
+
+fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    BufReader::new(stream)
+}
+
+fn start_echo() -> SocketAddr {
+    let running = mock_idp::start_echo("127.0.0.1:0").unwrap();
+    let addr = running.addr;
+    thread::spawn(move || running.wait());
+    addr
+}
+
+/// Whether the server closed the connection (EOF, or a reset after it closed).
+fn closed_by_server(reader: &mut BufReader<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    match reader.read_to_end(&mut rest) {
+        Ok(_) => rest.is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn fifty_simultaneous_keep_alive_connections_are_all_answered() {
+    for addr in [start_echo(), start_idp()] {
+        let start = Instant::now();
+        // All connections open (and kept open) before any request: a fixed pool of threads
+        // that serves one connection each would leave some of these unread.
+        let mut conns: Vec<_> = (0..50).map(|_| connect(addr)).collect();
+        for (i, conn) in conns.iter_mut().enumerate() {
+            let head = format!("GET /oauth2/default/.well-known/openid-configuration?c={i} HTTP/1.1\r\nHost: x\r\n\r\n");
+            conn.get_mut().write_all(head.as_bytes()).unwrap();
+        }
+        for conn in conns.iter_mut() {
+            let resp = read_response(conn);
+            assert_eq!(resp.status, 200);
+            assert_eq!(resp.header("connection"), None);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "50 connections took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let addr = start_echo();
+    let mut conn = connect(addr);
+    for i in 0..3 {
+        let body = format!("body {i}");
+        let head = format!(
+            "POST /n/{i} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        conn.get_mut().write_all(head.as_bytes()).unwrap();
+        let resp = read_response(&mut conn);
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.json()["path"], format!("/n/{i}"));
+        assert!(resp.header("date").unwrap().ends_with(" GMT"));
+    }
+    // Pipelined: two requests in one write, answered in order.
+    conn.get_mut()
+        .write_all(b"GET /p/1 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /p/2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut conn).json()["path"], "/p/1");
+    let head_resp = {
+        // A HEAD answer has a Content-Length but no body.
+        let mut line = String::new();
+        let mut lines = Vec::new();
+        loop {
+            line.clear();
+            conn.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            lines.push(line.clone());
+        }
+        lines
+    };
+    assert!(head_resp[0].starts_with("HTTP/1.1 200 "));
+    assert!(head_resp
+        .iter()
+        .any(|l| l.to_ascii_lowercase().starts_with("content-length: ")));
+    // The client's `Connection: close` is honoured and echoed.
+    conn.get_mut()
+        .write_all(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let last = read_response(&mut conn);
+    assert_eq!(last.json()["path"], "/last");
+    assert_eq!(last.header("connection"), Some("close"));
+    assert!(closed_by_server(&mut conn));
+}
+
+#[test]
+fn http_1_0_closes_unless_asked_to_keep_alive() {
+    let addr = start_echo();
+    let mut conn = connect(addr);
+    conn.get_mut()
+        .write_all(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut conn);
+    assert_eq!(resp.header("connection"), Some("keep-alive"));
+    conn.get_mut()
+        .write_all(b"GET /b HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut conn);
+    assert_eq!(resp.json()["path"], "/b");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(closed_by_server(&mut conn));
+}
+
+#[test]
+fn body_cap_and_framing_errors() {
+    let addr = start_idp();
+    // Exactly MAX_BODY is read, and judged on what it says (no client credentials in it).
+    let at_cap = "a".repeat(mock_idp::http::MAX_BODY as usize);
+    let resp = request(
+        addr,
+        "POST",
+        "/oauth2/default/v1/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &at_cap,
+    );
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.json()["error"], "invalid_client");
+
+    // One byte more: 413 before the body is read, then the connection closes.
+    let mut conn = connect(addr);
+    let over = mock_idp::http::MAX_BODY + 1;
+    let head = format!(
+        "POST /oauth2/default/v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: {over}\r\n\r\n"
+    );
+    conn.get_mut().write_all(head.as_bytes()).unwrap();
+    conn.get_mut().write_all(&[b'a'; 64 * 1024]).unwrap();
+    let resp = read_response(&mut conn);
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.json()["error"], "invalid_request");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(closed_by_server(&mut conn));
+    // Counted like any other request.
+    assert_eq!(
+        get(addr, "/control/counts").json()["POST /oauth2/default/v1/token"],
+        2
+    );
+
+    let reject = |raw: &[u8], status: u16| {
+        let mut conn = connect(addr);
+        conn.get_mut().write_all(raw).unwrap();
+        let resp = read_response(&mut conn);
+        assert_eq!(resp.status, status, "{}", String::from_utf8_lossy(raw));
+        assert_eq!(resp.header("connection"), Some("close"));
+        assert!(closed_by_server(&mut conn));
+    };
+    reject(
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        411,
+    );
+    reject(b"POST /x HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", 400);
+    reject(
+        b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        400,
+    );
+    reject(b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n", 400);
+    let many: String = (0..65).map(|i| format!("X-H{i}: v\r\n")).collect();
+    reject(format!("GET /x HTTP/1.1\r\n{many}\r\n").as_bytes(), 431);
+    let long = format!(
+        "GET /x HTTP/1.1\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    reject(long.as_bytes(), 431);
+    // The server still serves.
+    assert_eq!(get(addr, "/nope").status, 404);
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let addr = start_echo();
+    let mut conn = connect(addr);
+    conn.get_mut()
+        .write_all(
+            b"PUT /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+        )
+        .unwrap();
+    let mut interim = String::new();
+    conn.read_line(&mut interim).unwrap();
+    assert!(interim.starts_with("HTTP/1.1 100 "), "{interim:?}");
+    conn.read_line(&mut interim).unwrap();
+    conn.get_mut().write_all(b"abc").unwrap();
+    let resp = read_response(&mut conn);
+    assert_eq!(resp.json()["path"], "/e");
+}
+
+#[test]
+fn handler_panics_answer_500_and_the_server_lives_on() {
+    use mock_idp::http::{self, Outcome, Reply};
+    let (listener, addr) = http::bind("127.0.0.1:0").unwrap();
+    http::spawn_server(listener, "panicky", |request| match request.url() {
+        "/panic" => panic!("handler bug (expected by the test)"),
+        "/late-panic" => http::send(
+            request,
+            Outcome::After(Duration::from_millis(10), Box::new(|| panic!("late bug"))),
+            "panicky",
+        ),
+        "/forget" => drop(request),
+        _ => http::respond(request, Reply::json(200, &json!({"ok": true}))),
+    })
+    .unwrap();
+    for path in ["/panic", "/late-panic", "/forget"] {
+        let mut conn = connect(addr);
+        let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        conn.get_mut().write_all(head.as_bytes()).unwrap();
+        let resp = read_response(&mut conn);
+        assert_eq!(resp.status, 500, "{path}");
+        assert_eq!(resp.header("connection"), Some("close"));
+        assert!(closed_by_server(&mut conn));
+    }
+    let ok = get(addr, "/fine");
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.json(), json!({"ok": true}));
+}
+
+#[test]
+fn slow_reply_holds_only_its_own_connection() {
+    // On one connection, a slow answer delays the next request there, never other connections.
+    let addr = start_idp();
+    post_json(
+        addr,
+        "/control/fault",
+        json!({"mode": "slow", "delay_ms": 800}),
+    );
+    let mut conn = connect(addr);
+    let start = Instant::now();
+    conn.get_mut()
+        .write_all(b"GET /oauth2/default/v1/keys HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(get(addr, "/nope").status, 404);
+    assert!(start.elapsed() < Duration::from_millis(700));
+    assert_eq!(read_response(&mut conn).status, 200);
+    assert!(start.elapsed() >= Duration::from_millis(800));
+    assert_eq!(read_response(&mut conn).status, 404);
+}
