@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::alg::{Alg, KeyFamily};
 use super::der::{self, EcCurve};
+use super::rsa_verify::RsaPublicKey;
 
 /// A JWKS body larger than this is refused (an Okta key set is a few KiB).
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -48,6 +49,27 @@ pub struct Jwk {
     /// Identifies this exact key (kid and material) across refreshes, so that what it verified
     /// can be forgotten when the IdP drops it.
     pub fingerprint: u64,
+    /// Montgomery constants for the pure-Rust RSA path, computed once per key set.
+    pub rsa: Option<PreparedRsa>,
+}
+
+/// A prepared RSA key. Equality is by the key material it was built from (see `Jwk`), so this
+/// only has to compare equal to itself.
+#[derive(Clone)]
+pub struct PreparedRsa(pub Arc<RsaPublicKey>);
+
+impl PartialEq for PreparedRsa {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.bits() == other.0.bits()
+    }
+}
+
+impl Eq for PreparedRsa {}
+
+impl std::fmt::Debug for PreparedRsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreparedRsa({} bits)", self.0.bits())
+    }
 }
 
 impl Jwk {
@@ -293,12 +315,19 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, String> {
         }
         KeyMaterial::Ed25519 { x } => id.extend_from_slice(x),
     }
+    let rsa = match &material {
+        KeyMaterial::Rsa { n, e } => Some(PreparedRsa(Arc::new(
+            RsaPublicKey::new(n, e).ok_or("RSA key cannot be prepared for verification")?,
+        ))),
+        _ => None,
+    };
     Ok(Jwk {
         kid: raw.kid,
         alg,
         material,
         spki_der,
         fingerprint: super::jwks_cache::stable_hash(&id),
+        rsa,
     })
 }
 
