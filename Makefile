@@ -17,7 +17,7 @@ WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals
 PYTEST_ARGS ?=
 
 .PHONY: all setup rust-setup build build-tools run test test-unit test-integration \
-        fmt lint compose-config clean distclean
+        fmt lint compose-config clean distclean bench bench-memory
 
 all: build
 
@@ -65,6 +65,26 @@ test-unit:
 
 test-integration: setup build build-tools
 	$(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
+
+## bench: the filter next to Envoy's jwt_authn in one Envoy, under wrk; prints a table and
+## writes target/bench/latest.json. BENCH_QUICK=1 for a smoke run; BENCH_SECONDS, BENCH_TOKENS
+## and the rest are described in tests/bench/bench.py.
+bench: setup build build-tools
+	@command -v wrk >/dev/null || { \
+	  if [[ $$(id -u) == 0 ]] && command -v apt-get >/dev/null; then \
+	    echo "installing wrk"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends wrk >/dev/null \
+	      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null; }; \
+	  else \
+	    echo "make bench needs wrk: install it (Debian: sudo apt-get install wrk) or put it on PATH" >&2; \
+	    exit 1; \
+	  fi; }
+	$(PY) tests/bench/bench.py
+
+## bench-memory: issue 5's memory check (100k distinct tokens, then BENCH_MEMORY_SECONDS=300)
+bench-memory:
+	$(MAKE) bench BENCH_MEMORY=1
 
 fmt:
 	$(CARGO) fmt --all

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::faults::Fault;
 use crate::http::{Reply, Req};
+use crate::keys::SigningKey;
 use crate::lock;
 use crate::routes::{not_found, AUDIENCE};
 use crate::state::{App, DEFAULT_SERVER};
@@ -18,6 +19,7 @@ type Handler = fn(&App, &Req) -> Result<Reply, Reply>;
 pub fn handle(app: &Arc<App>, req: &Req) -> Reply {
     let (method, run): (&str, Handler) = match req.path() {
         "/control/mint" => ("POST", mint),
+        "/control/mint-many" => ("POST", mint_many),
         "/control/rotate" => ("POST", rotate),
         "/control/fault" => ("POST", fault),
         "/control/max-age" => ("POST", max_age),
@@ -62,63 +64,130 @@ struct MintReq {
 }
 
 fn mint(app: &App, req: &Req) -> Result<Reply, Reply> {
-    let m: MintReq = parse(&req.body)?;
-    let id = m.server.as_deref().unwrap_or(DEFAULT_SERVER);
-    let alg_name = m.alg.as_deref().unwrap_or("RS256");
-    let alg = Alg::parse(alg_name).ok_or_else(|| {
-        bad(format!(
-            "unknown alg `{alg_name}` (RS256, RS384, RS512, PS256, PS384, PS512, none, HS256)"
-        ))
-    })?;
-    let server = app.server(id).map_err(bad)?;
-    let published = lock(&server).keys.clone();
-    let current = published
-        .first()
-        .cloned()
-        .ok_or_else(|| Reply::error(500, "server_error", "server has no keys"))?;
-    let (key, kid) = match m.signing_key.as_deref().unwrap_or("current") {
-        "current" => (current.clone(), current.kid().to_string()),
-        "rogue" => (
-            app.rogue_key(id)
-                .map_err(|e| Reply::error(500, "server_error", e))?,
-            current.kid().to_string(),
-        ),
-        wanted => {
-            let key = published
-                .iter()
-                .find(|k| k.kid() == wanted)
-                .cloned()
-                .ok_or_else(|| {
-                    bad(format!(
-                        "signing_key `{wanted}` is neither current, rogue nor a published kid"
-                    ))
-                })?;
-            let kid = key.kid().to_string();
-            (key, kid)
-        }
-    };
-
-    let issuer = app.issuer(id);
-    let mut claims = OktaClaims {
-        issuer: &issuer,
-        audience: AUDIENCE,
-        lifetime_s: m.lifetime_s.unwrap_or(app.config.lifetime_s),
-        cid: "0oa-demo-client",
-        uid: Some("00u-demo-user"),
-        sub: "alice@example.com",
-        scp: &["orders:read".to_string()],
-    }
-    .to_map();
-    tokens::merge(&mut claims, m.claims.unwrap_or_default());
-
-    let mut header = Map::new();
-    header.insert("kid".into(), kid.into());
-    header.insert("alg".into(), alg.name().into());
-    tokens::merge(&mut header, m.header.unwrap_or_default());
-
-    let token = tokens::encode(&header, &claims, alg, &key)
-        .map_err(|e| Reply::error(500, "server_error", e))?;
+    let token = Minter::new(app, parse(&req.body)?)?.token()?;
     Ok(Reply::json(200, &json!({ "token": token })))
+}
+
+/// The most tokens one `/control/mint-many` call makes (a benchmark's pool is a few calls).
+pub const MAX_MINT_MANY: u64 = 50_000;
+
+/// `/control/mint` fields plus `count`; every token has its own `jti` (and the `iat` of its
+/// minting), so no two are alike unless the claims override `jti`.
+fn mint_many(app: &App, req: &Req) -> Result<Reply, Reply> {
+    let mut body: Map<String, Value> = parse(&req.body)?;
+    let count = body
+        .remove("count")
+        .and_then(|c| c.as_u64())
+        .filter(|c| (1..=MAX_MINT_MANY).contains(c))
+        .ok_or_else(|| {
+            bad(format!(
+                "count must be an integer from 1 to {MAX_MINT_MANY}"
+            ))
+        })?;
+    let m: MintReq = serde_json::from_value(Value::Object(body))
+        .map_err(|e| bad(format!("bad JSON body: {e}")))?;
+    let minter = &Minter::new(app, m)?;
+    // RSA signing is the whole cost: spread it over the cores, keeping the order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = (count as usize).div_ceil(threads);
+    let tokens = std::thread::scope(|scope| {
+        let jobs: Vec<_> = (0..count as usize)
+            .step_by(chunk)
+            .map(|start| {
+                let n = chunk.min(count as usize - start);
+                scope.spawn(move || (0..n).map(|_| minter.token()).collect::<Vec<_>>())
+            })
+            .collect();
+        jobs.into_iter()
+            .flat_map(|job| job.join().unwrap_or_else(|_| vec![Err(signing_panicked())]))
+            .collect::<Result<Vec<String>, Reply>>()
+    })?;
+    Ok(Reply::json(200, &json!({ "tokens": tokens })))
+}
+
+fn signing_panicked() -> Reply {
+    Reply::error(500, "server_error", "a signing thread panicked")
+}
+
+/// A validated mint request: server, algorithm and key resolved once, tokens made on demand.
+struct Minter {
+    issuer: String,
+    lifetime_s: i64,
+    alg: Alg,
+    key: Arc<SigningKey>,
+    kid: String,
+    claims: Map<String, Value>,
+    header: Map<String, Value>,
+}
+
+impl Minter {
+    fn new(app: &App, m: MintReq) -> Result<Minter, Reply> {
+        let id = m.server.as_deref().unwrap_or(DEFAULT_SERVER);
+        let alg_name = m.alg.as_deref().unwrap_or("RS256");
+        let alg = Alg::parse(alg_name).ok_or_else(|| {
+            bad(format!(
+                "unknown alg `{alg_name}` (RS256, RS384, RS512, PS256, PS384, PS512, none, HS256)"
+            ))
+        })?;
+        let server = app.server(id).map_err(bad)?;
+        let published = lock(&server).keys.clone();
+        let current = published
+            .first()
+            .cloned()
+            .ok_or_else(|| Reply::error(500, "server_error", "server has no keys"))?;
+        let (key, kid) = match m.signing_key.as_deref().unwrap_or("current") {
+            "current" => (current.clone(), current.kid().to_string()),
+            "rogue" => (
+                app.rogue_key(id)
+                    .map_err(|e| Reply::error(500, "server_error", e))?,
+                current.kid().to_string(),
+            ),
+            wanted => {
+                let key = published
+                    .iter()
+                    .find(|k| k.kid() == wanted)
+                    .cloned()
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "signing_key `{wanted}` is neither current, rogue nor a published kid"
+                        ))
+                    })?;
+                let kid = key.kid().to_string();
+                (key, kid)
+            }
+        };
+        Ok(Minter {
+            issuer: app.issuer(id),
+            lifetime_s: m.lifetime_s.unwrap_or(app.config.lifetime_s),
+            alg,
+            key,
+            kid,
+            claims: m.claims.unwrap_or_default(),
+            header: m.header.unwrap_or_default(),
+        })
+    }
+
+    fn token(&self) -> Result<String, Reply> {
+        let mut claims = OktaClaims {
+            issuer: &self.issuer,
+            audience: AUDIENCE,
+            lifetime_s: self.lifetime_s,
+            cid: "0oa-demo-client",
+            uid: Some("00u-demo-user"),
+            sub: "alice@example.com",
+            scp: &["orders:read".to_string()],
+        }
+        .to_map();
+        tokens::merge(&mut claims, self.claims.clone());
+
+        let mut header = Map::new();
+        header.insert("kid".into(), self.kid.clone().into());
+        header.insert("alg".into(), self.alg.name().into());
+        tokens::merge(&mut header, self.header.clone());
+
+        tokens::encode(&header, &claims, self.alg, &self.key)
+            .map_err(|e| Reply::error(500, "server_error", e))
+    }
 }
 
 #[derive(Deserialize)]
@@ -345,6 +414,72 @@ mod tests {
                 .status,
             405
         );
+    }
+
+    #[test]
+    fn mint_many_makes_distinct_tokens_like_mint() {
+        let app = test_app();
+        let jwks = published(&app);
+        let r = post(
+            &app,
+            "/control/mint-many",
+            json!({"count": 5, "claims": {"scp": ["a", "b"]}, "lifetime_s": 60}),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let tokens: Vec<String> = r.body_json()["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(tokens.len(), 5);
+        let jtis: std::collections::HashSet<String> = tokens
+            .iter()
+            .map(|t| parts(t).1["jti"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(jtis.len(), 5, "a jti repeats: {jtis:?}");
+        for token in &tokens {
+            assert!(verify_rsa(token, &jwks[0], "RS256"));
+            let (h, c) = parts(token);
+            assert_eq!(h, json!({"kid": jwks[0]["kid"], "alg": "RS256"}));
+            assert_eq!(c["scp"], json!(["a", "b"]));
+            assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 60);
+        }
+
+        let r = post(
+            &app,
+            "/control/mint-many",
+            json!({"count": 3, "signing_key": "rogue"}),
+        );
+        let rogue = r.body_json()["tokens"].as_array().unwrap().clone();
+        assert_eq!(rogue.len(), 3);
+        for token in rogue {
+            let token = token.as_str().unwrap();
+            assert_eq!(parts(token).0["kid"], jwks[0]["kid"]);
+            assert!(!jwks.iter().any(|k| verify_rsa(token, k, "RS256")));
+        }
+    }
+
+    #[test]
+    fn mint_many_count_is_bounded_and_fields_checked() {
+        let app = test_app();
+        for body in [
+            json!({}),
+            json!({"count": 0}),
+            json!({"count": -1}),
+            json!({"count": 2.5}),
+            json!({"count": "3"}),
+            json!({"count": MAX_MINT_MANY + 1}),
+            json!({"count": 1, "alg": "ES256"}),
+            json!({"count": 1, "signing_key": "nope"}),
+            json!({"count": 1, "counts": 2}),
+        ] {
+            let r = post(&app, "/control/mint-many", body.clone());
+            assert_eq!(r.status, 400, "{body}");
+            assert_eq!(r.body_json()["error"], "invalid_request", "{body}");
+        }
+        let r = handle(&app, &Req::new("GET", "/control/mint-many")).wait();
+        assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
     }
 
     #[test]
