@@ -1025,6 +1025,27 @@ mod tests {
         assert_eq!(denied(&d), Some(Reason::ClaimMismatch));
     }
 
+    /// A profiling aid, not a timing test: `valgrind --tool=callgrind` on the release test
+    /// binary with `--ignored profile_decide` counts the core's instructions per request.
+    #[test]
+    #[ignore = "profiling aid; see README, Performance"]
+    fn profile_decide() {
+        let c = Cached::new();
+        let keys = Keys::Ready(key_set());
+        let t = good(json!({}));
+        for _ in 0..10_000 {
+            assert_eq!(
+                c.run(&keys, NOW, "GET", "/api/orders/1", &t).outcome,
+                Outcome::Allow
+            );
+        }
+        assert_eq!(
+            c.verifier.0.get(),
+            1,
+            "every request after the first is a cache hit"
+        );
+    }
+
     #[test]
     fn cache_entry_is_never_used_past_exp_plus_skew() {
         let c = Cached::new();
