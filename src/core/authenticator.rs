@@ -138,7 +138,7 @@ pub fn decide(
     let cfg = env.config;
     let normalized = match path::normalize(raw_path) {
         Ok(p) => p,
-        Err(e) => return Decision::new(Outcome::Allow).deny(Reason::BadPath, e.as_str()),
+        Err(e) => return Decision::rejected(Reason::BadPath, e.as_str()),
     };
     let req = Request {
         method,
@@ -182,12 +182,10 @@ pub fn decide(
                 return d;
             }
         }
-        {
-            if let Some(source_query) = d.path.take() {
-                // `authenticate` leaves the query without the token here.
-                upstream_query = (!source_query.is_empty()).then_some(source_query);
-                path_changed = true;
-            }
+        if let Some(source_query) = d.path.take() {
+            // `authenticate` leaves the query without the token here.
+            upstream_query = (!source_query.is_empty()).then_some(source_query);
+            path_changed = true;
         }
     }
     if path_changed {

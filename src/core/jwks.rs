@@ -53,14 +53,14 @@ pub struct Jwk {
     pub rsa: Option<PreparedRsa>,
 }
 
-/// A prepared RSA key. Equality is by the key material it was built from (see `Jwk`), so this
-/// only has to compare equal to itself.
+/// A prepared RSA key. It is derived from `Jwk::material`, which `Jwk`'s equality already
+/// compares, so it adds nothing to equality.
 #[derive(Clone)]
 pub struct PreparedRsa(pub Arc<RsaPublicKey>);
 
 impl PartialEq for PreparedRsa {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0.bits() == other.0.bits()
+    fn eq(&self, _other: &Self) -> bool {
+        true
     }
 }
 
