@@ -34,6 +34,13 @@ fn options(token: &Token<'_>) -> VerificationOptions {
 
 impl SignatureVerifier for PureVerifier {
     fn verify(&self, key: &Jwk, token: &Token<'_>) -> bool {
+        if let (Some(prepared), Alg::RS256 | Alg::RS384 | Alg::RS512) = (&key.rsa, token.alg) {
+            return prepared.0.verify_pkcs1v15(
+                token.alg.hash(),
+                token.signing_input.as_bytes(),
+                &token.signature,
+            );
+        }
         let opts = Some(options(token));
         let raw = token.raw;
         type Claims = JWTClaims<serde_json::Value>;
@@ -218,5 +225,18 @@ mod tests {
         );
         let t_raw = ed.sign(claims()).unwrap();
         assert!(PureVerifier.verify(&key(&jwk), &jws::parse(&t_raw).unwrap()));
+    }
+    /// RS* must use the key prepared at JWKS load (the fast verifier), not jwt-simple: with
+    /// another key's preparation swapped in, a genuine token must fail; with none, jwt-simple
+    /// still verifies it.
+    #[test]
+    fn rsa_pkcs1_goes_through_the_prepared_key() {
+        let t = jws::parse(test_keys::RFC7515_A2_TOKEN).unwrap();
+        let mut k = key(test_keys::RFC7515_A2_JWK);
+        assert!(PureVerifier.verify(&k, &t));
+        k.rsa = key(test_keys::RFC7520_RSA_JWK).rsa;
+        assert!(!PureVerifier.verify(&k, &t), "prepared key ignored");
+        k.rsa = None;
+        assert!(PureVerifier.verify(&k, &t), "fallback without preparation");
     }
 }
