@@ -1,6 +1,7 @@
 //! The decision for one request: path, rule, token, provider, key, signature, claims, policy.
 //! Pure: the shell supplies the keys it holds, a signature verifier and the clock.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use serde_json::{Map, Value};
@@ -143,7 +144,7 @@ pub fn decide(
     let req = Request {
         method,
         path: &normalized.path,
-        query: normalized.query.as_deref(),
+        query: normalized.query,
         headers,
         client_ip,
     };
@@ -154,7 +155,7 @@ pub fn decide(
             d.ops.push(HeaderOp::Remove(h.clone()));
         }
     }
-    let mut upstream_query = normalized.query.clone();
+    let mut upstream_query = normalized.query.map(Cow::Borrowed);
     let mut path_changed = normalized.changed;
 
     if cfg.bypass_cors_preflight && req.is_cors_preflight() {
@@ -184,14 +185,14 @@ pub fn decide(
         }
         if let Some(source_query) = d.path.take() {
             // `authenticate` leaves the query without the token here.
-            upstream_query = (!source_query.is_empty()).then_some(source_query);
+            upstream_query = (!source_query.is_empty()).then_some(Cow::Owned(source_query));
             path_changed = true;
         }
     }
     if path_changed {
         d.path = Some(match &upstream_query {
             Some(q) => format!("{}?{}", normalized.path, q),
-            None => normalized.path.clone(),
+            None => normalized.path.into_owned(),
         });
     }
     d

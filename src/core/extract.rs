@@ -1,13 +1,16 @@
 //! Token extraction: the configured sources are tried in order, and the first one present in
 //! the request gives the token.
 
+use std::borrow::Cow;
+
 use super::config::Source;
 use super::request::Request;
 use super::{cookie, query};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extracted<'c> {
-    pub token: String,
+pub struct Extracted<'c, 'r> {
+    /// Borrowed from the request unless it had to be decoded (a query parameter).
+    pub token: Cow<'r, str>,
     pub source: &'c Source,
 }
 
@@ -17,26 +20,29 @@ fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str>
         .then(|| &value[prefix.len()..])
 }
 
-fn from_source(source: &Source, req: &Request<'_>) -> Option<String> {
+fn from_source<'r>(source: &Source, req: &Request<'r>) -> Option<Cow<'r, str>> {
     let token = match source {
         Source::Header { name, prefix } => req
             .header_values(name)
             .find_map(|v| strip_prefix_ignore_case(v, prefix))
-            .map(|t| t.trim().to_owned()),
-        Source::Query(name) => req.query.and_then(|q| query::get_param(q, name)),
+            .map(|t| Cow::Borrowed(t.trim())),
+        Source::Query(name) => req
+            .query
+            .and_then(|q| query::get_param(q, name))
+            .map(Cow::Owned),
         Source::Cookie(name) => req
             .header_values("cookie")
             .find_map(|h| cookie::get(h, name))
-            .map(str::to_owned),
+            .map(Cow::Borrowed),
     }?;
     // An empty credential is no credential.
     (!token.is_empty()).then_some(token)
 }
 
-pub fn extract<'c>(
+pub fn extract<'c, 'r>(
     sources: impl IntoIterator<Item = &'c Source>,
-    req: &Request<'_>,
-) -> Option<Extracted<'c>> {
+    req: &Request<'r>,
+) -> Option<Extracted<'c, 'r>> {
     sources
         .into_iter()
         .find_map(|source| from_source(source, req).map(|token| Extracted { token, source }))

@@ -2,6 +2,8 @@
 //! filter and the upstream disagree about which resource is meant is refused, not repaired
 //! (SPEC "Rules": such a request is answered 400 before any rule runs).
 
+use std::borrow::Cow;
+
 /// Longest raw `:path` (query included) accepted; longer is refused rather than scanned.
 pub const MAX_PATH_LEN: usize = 8192;
 
@@ -37,13 +39,13 @@ impl PathError {
     }
 }
 
-/// A normalized request target.
+/// A normalized request target, borrowing from the raw `:path` where nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestPath {
+pub struct RequestPath<'a> {
     /// Normalized path, always starting with `/`.
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// Query verbatim, without the `?`; `Some("")` for a bare trailing `?`.
-    pub query: Option<String>,
+    pub query: Option<&'a str>,
     /// True iff `path` (plus `?query`) differs from the raw input, so the caller knows
     /// whether to rewrite `:path` before it goes upstream.
     pub changed: bool,
@@ -51,7 +53,7 @@ pub struct RequestPath {
 
 /// Normalizes a raw `:path`: drops the fragment, splits off the query, decodes
 /// percent-encoded unreserved characters, merges `//` and resolves dot segments.
-pub fn normalize(raw: &str) -> Result<RequestPath, PathError> {
+pub fn normalize(raw: &str) -> Result<RequestPath<'_>, PathError> {
     if raw.len() > MAX_PATH_LEN {
         return Err(PathError::TooLong);
     }
@@ -68,17 +70,30 @@ pub fn normalize(raw: &str) -> Result<RequestPath, PathError> {
     if !path_part.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    // Decoding first, so `%2E%2E` is a real `..` when dot segments are resolved.
-    let decoded = decode_path(path_part)?;
-    let path = resolve_segments(&decoded)?;
-    // The query is copied verbatim, so the rebuilt target equals `raw` exactly when the
+    let path = if is_normal(path_part) {
+        // Most paths: nothing to decode or resolve, so no copy on the request path.
+        Cow::Borrowed(path_part)
+    } else {
+        // Decoding first, so `%2E%2E` is a real `..` when dot segments are resolved.
+        let decoded = decode_path(path_part)?;
+        Cow::Owned(resolve_segments(&decoded)?)
+    };
+    // The query is kept verbatim, so the rebuilt target equals `raw` exactly when the
     // path is unchanged and no fragment was dropped.
     let changed = path != path_part || target.len() != raw.len();
     Ok(RequestPath {
         path,
-        query: query.map(str::to_owned),
+        query,
         changed,
     })
+}
+
+/// Whether `path` (starting with `/`) is already what `decode_path` and `resolve_segments`
+/// would make of it: no escape, no `\`, no empty segment but a trailing one, no dot segment.
+fn is_normal(path: &str) -> bool {
+    !path.bytes().any(|b| b == b'%' || b == b'\\')
+        && !path.contains("//")
+        && path.split('/').all(|s| s != "." && s != "..")
 }
 
 /// Decodes `%XX` for unreserved characters and upper-cases the hex of every other escape.
@@ -171,7 +186,7 @@ fn is_unreserved(b: u8) -> bool {
 mod tests {
     use super::*;
 
-    fn ok(raw: &str) -> RequestPath {
+    fn ok(raw: &str) -> RequestPath<'_> {
         match normalize(raw) {
             Ok(p) => p,
             Err(e) => panic!("{raw:?} -> {e:?}"),
@@ -179,7 +194,7 @@ mod tests {
     }
 
     fn path_of(raw: &str) -> String {
-        ok(raw).path
+        ok(raw).path.into_owned()
     }
 
     fn err(raw: &str) -> PathError {
@@ -203,12 +218,12 @@ mod tests {
     fn query_split_at_first_question_mark() {
         let p = ok("/a/b?x=1&y=2");
         assert_eq!(p.path, "/a/b");
-        assert_eq!(p.query.as_deref(), Some("x=1&y=2"));
+        assert_eq!(p.query, Some("x=1&y=2"));
         assert!(!p.changed);
 
         let p = ok("/a?x=?y/../z");
         assert_eq!(p.path, "/a");
-        assert_eq!(p.query.as_deref(), Some("x=?y/../z"));
+        assert_eq!(p.query, Some("x=?y/../z"));
         assert!(!p.changed);
     }
 
@@ -216,7 +231,7 @@ mod tests {
     fn query_is_verbatim() {
         // Encodings, backslashes and dot segments in the query are not touched.
         let p = ok("/a?q=%2f%2e%2E%5c\\&r=%zz&s=%00");
-        assert_eq!(p.query.as_deref(), Some("q=%2f%2e%2E%5c\\&r=%zz&s=%00"));
+        assert_eq!(p.query, Some("q=%2f%2e%2E%5c\\&r=%zz&s=%00"));
         assert!(!p.changed);
     }
 
@@ -224,7 +239,7 @@ mod tests {
     fn empty_query_kept() {
         let p = ok("/a?");
         assert_eq!(p.path, "/a");
-        assert_eq!(p.query.as_deref(), Some(""));
+        assert_eq!(p.query, Some(""));
         assert!(!p.changed);
     }
 
@@ -232,7 +247,7 @@ mod tests {
     fn query_with_changed_path() {
         let p = ok("/a//b?x=1");
         assert_eq!(p.path, "/a/b");
-        assert_eq!(p.query.as_deref(), Some("x=1"));
+        assert_eq!(p.query, Some("x=1"));
         assert!(p.changed);
     }
 
@@ -245,7 +260,7 @@ mod tests {
 
         let p = ok("/a?x=1#frag");
         assert_eq!(p.path, "/a");
-        assert_eq!(p.query.as_deref(), Some("x=1"));
+        assert_eq!(p.query, Some("x=1"));
         assert!(p.changed);
 
         // A `?` after the `#` belongs to the fragment.
@@ -426,7 +441,7 @@ mod tests {
             assert_eq!(err(raw), PathError::Nul, "{raw:?}");
         }
         // Encoded NUL in the query is the query's business, not the path's.
-        assert_eq!(ok("/a?x=%00").query.as_deref(), Some("x=%00"));
+        assert_eq!(ok("/a?x=%00").query, Some("x=%00"));
     }
 
     #[test]
@@ -509,7 +524,7 @@ mod tests {
             let p = ok(raw);
             let rebuilt = match &p.query {
                 Some(q) => format!("{}?{}", p.path, q),
-                None => p.path.clone(),
+                None => p.path.to_string(),
             };
             assert_eq!(p.changed, rebuilt != raw, "{raw:?}");
         }
@@ -580,5 +595,32 @@ mod tests {
             assert_eq!(again.path, p.path, "not idempotent for {raw:?}");
             assert!(!again.changed, "{raw:?}");
         }
+    }
+    /// The borrowed fast path must agree with full normalization on every path it takes.
+    #[test]
+    fn fast_path_agrees_with_full_normalization() {
+        let parts = [
+            "a", ".", "..", "", "b.c", ".x", "..y", "x..", "%41", "~", "A-_",
+        ];
+        let mut paths = vec![String::from("/")];
+        for _ in 0..4 {
+            let longer: Vec<String> = paths
+                .iter()
+                .flat_map(|p| {
+                    let base = if p == "/" { "" } else { p.as_str() };
+                    parts.iter().map(move |s| format!("{base}/{s}"))
+                })
+                .collect();
+            paths.extend(longer);
+        }
+        let mut fast = 0;
+        for p in &paths {
+            if is_normal(p) {
+                fast += 1;
+                let full = decode_path(p).and_then(|d| resolve_segments(&d));
+                assert_eq!(full.as_deref(), Ok(p.as_str()), "{p}");
+            }
+        }
+        assert!(fast > 100, "the corpus exercises the fast path ({fast})");
     }
 }

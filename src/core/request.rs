@@ -24,7 +24,7 @@ impl<'a> Request<'a> {
     }
 
     /// Every value of a header, for those that may repeat (such as `cookie`).
-    pub fn header_values(&self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
         self.headers
             .iter()
             .filter(move |(n, _)| n == name)

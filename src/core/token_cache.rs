@@ -5,9 +5,11 @@
 //! dropped is never used (checked on every hit, and purged on refresh); and a hit only skips
 //! verification, never the rule's scope, claim and rate-limit checks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
 
+use hashbrown::HashTable;
 use serde_json::{Map, Value};
 
 use super::jwks::KeySet;
@@ -15,6 +17,9 @@ use super::jwks::KeySet;
 /// Default number of entries per VM: a few MiB, enough for the tokens active on one worker.
 pub const DEFAULT_ENTRIES: usize = 4096;
 pub const MAX_ENTRIES: usize = 1_000_000;
+
+/// How many trailing bytes of a token are hashed.
+const HASHED_TAIL: usize = 32;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
@@ -27,18 +32,35 @@ pub struct Verified {
 }
 
 #[derive(Debug)]
+struct Entry {
+    token: Rc<str>,
+    verified: Verified,
+}
+
+#[derive(Debug)]
 pub struct TokenCache {
     capacity: usize,
-    map: HashMap<Rc<str>, Verified>,
-    /// Insertion order, for eviction. May hold keys already gone from `map`.
+    map: HashTable<Entry>,
+    /// Keyed per VM, so nobody can choose tokens that collide.
+    hasher: RandomState,
+    /// Insertion order, for eviction. May hold tokens already gone from `map`.
     order: VecDeque<Rc<str>>,
+}
+
+/// The bucket of a token comes from its last bytes only: they are signature bytes, which no
+/// one without the IdP's key can choose, so hashing the whole ~1 KiB token (a fifth of the
+/// work of a cache hit) buys nothing. Equality always compares the whole token.
+fn hash(hasher: &RandomState, token: &str) -> u64 {
+    let bytes = token.as_bytes();
+    hasher.hash_one(&bytes[bytes.len().saturating_sub(HASHED_TAIL)..])
 }
 
 impl TokenCache {
     pub fn new(capacity: usize) -> TokenCache {
         TokenCache {
             capacity,
-            map: HashMap::new(),
+            map: HashTable::new(),
+            hasher: RandomState::new(),
             order: VecDeque::new(),
         }
     }
@@ -53,40 +75,50 @@ impl TokenCache {
 
     /// The entry for `token`, if it is still usable at `now` (seconds).
     pub fn get(&mut self, token: &str, now: u64) -> Option<&Verified> {
-        let expired = self.map.get(token)?.usable_until < now as f64;
-        if expired {
-            self.map.remove(token);
+        let h = hash(&self.hasher, token);
+        let entry = self.map.find_entry(h, |e| *e.token == *token).ok()?;
+        if entry.get().verified.usable_until < now as f64 {
+            entry.remove();
             return None;
         }
-        self.map.get(token)
+        Some(&entry.into_mut().verified)
     }
 
-    pub fn insert(&mut self, token: &str, entry: Verified) {
-        if self.capacity == 0 || self.map.contains_key(token) {
+    pub fn insert(&mut self, token: &str, verified: Verified) {
+        let h = hash(&self.hasher, token);
+        if self.capacity == 0 || self.map.find(h, |e| *e.token == *token).is_some() {
             return;
         }
         while self.map.len() >= self.capacity {
-            match self.order.pop_front() {
-                Some(oldest) => {
-                    self.map.remove(&oldest);
-                }
-                None => break,
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            // Only the very entry queued then: the token may have expired and come back.
+            if let Ok(e) = self.map.find_entry(hash(&self.hasher, &oldest), |e| {
+                Rc::ptr_eq(&e.token, &oldest)
+            }) {
+                e.remove();
             }
         }
-        let key: Rc<str> = Rc::from(token);
-        self.order.push_back(Rc::clone(&key));
-        self.map.insert(key, entry);
-        // Keys removed on expiry or purge stay in `order`; keep it proportional to the map.
+        let token: Rc<str> = Rc::from(token);
+        self.order.push_back(Rc::clone(&token));
+        let hasher = &self.hasher;
+        self.map
+            .insert_unique(h, Entry { token, verified }, |e| hash(hasher, &e.token));
+        // Tokens removed on expiry or purge stay in `order`; keep it proportional to the map.
         if self.order.len() > 2 * self.capacity.max(1) {
             let map = &self.map;
-            self.order.retain(|k| map.contains_key(k));
+            self.order.retain(|t| {
+                map.find(hash(hasher, t), |e| Rc::ptr_eq(&e.token, t))
+                    .is_some()
+            });
         }
     }
 
     /// Forgets every entry of `provider` verified by a key that is not in `set` any more.
     pub fn retain_keys(&mut self, provider: usize, set: &KeySet) {
         self.map
-            .retain(|_, v| v.provider != provider || set.has_fingerprint(v.key));
+            .retain(|e| e.verified.provider != provider || set.has_fingerprint(e.verified.key));
     }
 }
 
@@ -155,5 +187,40 @@ mod tests {
         }
         assert!(c.len() <= 100);
         assert!(c.order.len() <= 200);
+    }
+    /// Only the tail is hashed; a token that shares it with a cached one (a forgery pairing a
+    /// real signature with another payload) must still miss.
+    #[test]
+    fn same_tail_different_token_is_a_miss() {
+        let tail = "s".repeat(2 * HASHED_TAIL);
+        let mut c = TokenCache::new(10);
+        c.insert(&format!("h.real.{tail}"), entry(0, 1, 1e12));
+        assert!(c.get(&format!("h.real.{tail}"), 0).is_some());
+        assert!(c.get(&format!("h.forged.{tail}"), 0).is_none());
+        c.insert(&format!("h.other.{tail}"), entry(1, 2, 1e12));
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c.get(&format!("h.other.{tail}"), 0).map(|v| v.provider),
+            Some(1)
+        );
+        assert_eq!(
+            c.get(&format!("h.real.{tail}"), 0).map(|v| v.provider),
+            Some(0)
+        );
+    }
+
+    /// A token that expired and was verified again is not evicted early by its first,
+    /// stale place in the eviction order.
+    #[test]
+    fn a_reinserted_token_keeps_its_new_place() {
+        let mut c = TokenCache::new(2);
+        c.insert("a", entry(0, 1, 10.0));
+        assert!(c.get("a", 11).is_none(), "expired");
+        c.insert("b", entry(0, 1, 1e12));
+        c.insert("a", entry(0, 1, 1e12));
+        c.insert("c", entry(0, 1, 1e12));
+        assert!(c.get("a", 0).is_some(), "the newer 'a' stays");
+        assert!(c.get("b", 0).is_none(), "the oldest live entry went");
+        assert!(c.get("c", 0).is_some());
     }
 }

@@ -20,7 +20,8 @@ Workloads, each run as `wrk -t1 -c<connections> -d<seconds>s --latency` per list
   pure     as unique, against wasm_pure (and native and none, for the ratios), for at most
            BENCH_PURE_SECONDS;
 then `same` again on none, native and wasm, paced at half of wasm's closed-loop peak (wrk.lua
-explains the pacer): the p99 latency each filter adds.
+explains the pacer), BENCH_ROUNDS times back to back: the p99 latency each filter adds, from the
+round with the median difference for wasm.
 
 Checks: before a workload, every listener answers one request per case (valid, no token, bad
 signature, expired, scope missing) as its policy requires; after every run, the statuses must
@@ -620,15 +621,27 @@ def median(runs: list[Run]) -> Run:
 
 
 def added_latency(ctx: Context, envoy: Envoy, tokens: Tokens, same: list[Run]) -> dict:
-    """The same token, paced at half of wasm's closed-loop peak: the p99 each filter adds."""
+    """The same token, paced at half of wasm's closed-loop peak: the p99 each filter adds.
+
+    BENCH_ROUNDS rounds of none, native and wasm back to back: each round's p99 differences
+    compare runs seconds apart, and the median round stands for all (one disturbed run on a
+    shared machine moves a single p99 by milliseconds)."""
     rate = next(r.rps for r in same if r.listener == "wasm") / 2
-    runs = []
-    for listener in ("none", "native", "wasm"):
-        run = measure(ctx, envoy, "same-paced", listener, ctx.settings.seconds, tokens, rate=rate)
-        check(ctx, run)
-        runs.append(run)
-    return {"rate": round(rate, 1), "runs": runs,
-            "added_p99_us": {r.listener: round(r.p99_us - runs[0].p99_us, 1) for r in runs[1:]}}
+    rounds: list[list[Run]] = []
+    for _ in range(ctx.settings.rounds):
+        runs = []
+        for listener in ("none", "native", "wasm"):
+            run = measure(ctx, envoy, "same-paced", listener, ctx.settings.seconds, tokens,
+                          rate=rate)
+            check(ctx, run)
+            runs.append(run)
+        rounds.append(runs)
+    added = [{r.listener: round(r.p99_us - runs[0].p99_us, 1) for r in runs[1:]}
+             for runs in rounds]
+    middle = sorted(range(len(rounds)), key=lambda i: added[i]["wasm"])[len(rounds) // 2]
+    return {"rate": round(rate, 1), "runs": rounds[middle], "added_p99_us": added[middle],
+            "added_p99_rounds_us": {listener: [a[listener] for a in added]
+                                    for listener in ("native", "wasm")}}
 
 
 def memory_check(ctx: Context, store: TokenStore) -> dict:
@@ -789,6 +802,10 @@ def report(workloads: list[WorkloadResult], latency: dict) -> tuple[str, list[di
             [[r.listener, "", f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
               f"{r.p99_us - none.p99_us:+,.0f}", f"{r.envoy_cpu_us:.0f}", cpu_cell(r)]
              for r in latency["runs"]]))
+        if len(rounds_us := latency["added_p99_rounds_us"]["wasm"]) > 1:
+            out.append(f"p99 added per round (the median round is shown): wasm "
+                       f"{', '.join(f'{v:+,.0f}' for v in rounds_us)}; native "
+                       f"{', '.join(f'{v:+,.0f}' for v in latency['added_p99_rounds_us']['native'])}")
     targets = target_results(workloads, latency)
     out.append("\nIssue 5 targets (ratios of requests/s in the same Envoy run):")
     out.append(targets_text(targets) + cpu_notes(runs))
