@@ -20,8 +20,8 @@ Workloads, each run as `wrk -t1 -c<connections> -d<seconds>s --latency` per list
   pure     as unique, against wasm_pure (and native and none, for the ratios), for at most
            BENCH_PURE_SECONDS;
 then `same` again on none, native and wasm, paced at half of wasm's closed-loop peak (wrk.lua
-explains the pacer), BENCH_ROUNDS times back to back: the p99 latency each filter adds, from the
-round with the median difference for wasm.
+explains the pacer), in 3 x BENCH_ROUNDS short slices that take turns, each listener's latencies
+pooled over its slices: the p99 latency each filter adds.
 
 Checks: before a workload, every listener answers one request per case (valid, no token, bad
 signature, expired, scope missing) as its policy requires; after every run, the statuses must
@@ -63,7 +63,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -462,7 +462,8 @@ def wrk(ctx: Context, name: str, url: str, seconds: int, *, token: str | None = 
     env = {"BENCH_PATH": PATH, "BENCH_TOKEN": token or "",
            "BENCH_TOKEN_FILE": str(token_file or ""),
            "BENCH_ONE_PASS": str(passed) if one_pass else "",
-           "BENCH_RATE": f"{rate:.1f}" if rate else "", "BENCH_RESULT_FILE": str(result)}
+           "BENCH_RATE": f"{rate:.1f}" if rate else "", "BENCH_RESULT_FILE": str(result),
+           "BENCH_QUANTILES": "1" if rate else ""}
     proc = harness.Process(f"wrk-{name}", [
         *ctx.settings.cpus(under_test=False), "wrk", "-t1", f"-c{ctx.settings.connections}",
         f"-d{seconds}s", "--timeout", "5s", "--latency", "-s", WRK_SCRIPT, url + PATH],
@@ -509,6 +510,8 @@ class Run:
     stats: dict[str, int]  # Envoy counters that moved during the run
     target_rps: float | None = None
     rps_rounds: list[float] = field(default_factory=list)
+    # Paced runs only: evenly spaced latency quantiles (us), to pool interleaved runs.
+    quantiles: list[float] = field(default_factory=list, repr=False)
 
 
 def measure(ctx: Context, envoy: Envoy, workload: str, listener: str, seconds: int,
@@ -539,11 +542,23 @@ def measure(ctx: Context, envoy: Envoy, workload: str, listener: str, seconds: i
               envoy_cpu_us=round(cpu.seconds["envoy"] * 1e6 / max(1, r["requests"]), 1),
               stats={k: v - before.get(k, 0) for k, v in sorted(after.items())
                      if v != before.get(k, 0)},
-              target_rps=rate or None)
+              target_rps=rate or None, quantiles=[float(q) for q in r.get("quantiles") or []])
     log(f"  {run.rps:,.0f} rps, p50 {run.p50_us:.0f} us, p99 {run.p99_us:.0f} us, "
         f"Envoy {run.envoy_cpu_us:.0f} us CPU per request, statuses {run.statuses}, "
         f"CPUs busy: {cpu_text(run.cpu)}")
     return run
+
+
+def pooled_percentile(runs: list[Run], p: float) -> float:
+    """The p-th percentile of several runs' latencies together: each run's quantiles stand for
+    equal shares of its requests."""
+    points = sorted((q, r.requests / len(r.quantiles)) for r in runs for q in r.quantiles)
+    total, seen = sum(w for _, w in points), 0.0
+    for value, weight in points:
+        seen += weight
+        if seen >= p / 100 * total:
+            return value
+    return 0.0
 
 
 def check(ctx: Context, run: Run, expected_401_share: float = 0.0) -> None:
@@ -623,25 +638,50 @@ def median(runs: list[Run]) -> Run:
 def added_latency(ctx: Context, envoy: Envoy, tokens: Tokens, same: list[Run]) -> dict:
     """The same token, paced at half of wasm's closed-loop peak: the p99 each filter adds.
 
-    BENCH_ROUNDS rounds of none, native and wasm back to back: each round's p99 differences
-    compare runs seconds apart, and the median round stands for all (one disturbed run on a
-    shared machine moves a single p99 by milliseconds)."""
+    On a shared machine a single disturbance moves one run's p99 by milliseconds, so the
+    listeners take turns in short slices (none, native, wasm, none, ...; 3 x BENCH_ROUNDS
+    slices each), and each listener's p50 and p99 come from all its slices' latencies pooled:
+    whatever disturbs the machine is spread over the three alike."""
     rate = next(r.rps for r in same if r.listener == "wasm") / 2
-    rounds: list[list[Run]] = []
-    for _ in range(ctx.settings.rounds):
-        runs = []
-        for listener in ("none", "native", "wasm"):
-            run = measure(ctx, envoy, "same-paced", listener, ctx.settings.seconds, tokens,
-                          rate=rate)
+    slices = 3 * ctx.settings.rounds
+    seconds = max(2, ctx.settings.seconds // 3)
+    runs: dict[str, list[Run]] = {listener: [] for listener in ("none", "native", "wasm")}
+    for i in range(1, slices + 1):
+        for listener, done in runs.items():
+            run = measure(ctx, envoy, "same-paced", listener, seconds, tokens, rate=rate,
+                          round_=i)
             check(ctx, run)
-            runs.append(run)
-        rounds.append(runs)
-    added = [{r.listener: round(r.p99_us - runs[0].p99_us, 1) for r in runs[1:]}
-             for runs in rounds]
-    middle = sorted(range(len(rounds)), key=lambda i: added[i]["wasm"])[len(rounds) // 2]
-    return {"rate": round(rate, 1), "runs": rounds[middle], "added_p99_us": added[middle],
-            "added_p99_rounds_us": {listener: [a[listener] for a in added]
-                                    for listener in ("native", "wasm")}}
+            if not run.quantiles:
+                raise BenchError(f"wrk gave no latency quantiles for same-paced/{listener}")
+            done.append(run)
+    pooled = [pool(done) for done in runs.values()]
+    none = pooled[0]
+    return {"rate": round(rate, 1), "slices": slices, "slice_seconds": seconds, "runs": pooled,
+            "added_p99_us": {r.listener: round(r.p99_us - none.p99_us, 1) for r in pooled[1:]},
+            "added_p99_slices_us": {
+                listener: [round(r.p99_us - n.p99_us, 1) for r, n in zip(done, runs["none"])]
+                for listener, done in list(runs.items())[1:]}}
+
+
+def pool(runs: list[Run]) -> Run:
+    """One listener's interleaved slices as one run: latencies pooled, rates and CPU averaged
+    by request."""
+    requests = sum(r.requests for r in runs)
+    seconds = sum(r.seconds for r in runs)
+    statuses: dict[str, int] = {}
+    for r in runs:
+        for status, count in r.statuses.items():
+            statuses[status] = statuses.get(status, 0) + count
+    return replace(
+        runs[0], seconds=round(seconds, 3), requests=requests,
+        rps=round(requests / seconds, 1) if seconds else 0.0,
+        p50_us=pooled_percentile(runs, 50), p99_us=pooled_percentile(runs, 99),
+        statuses=statuses,
+        envoy_cpu_us=round(sum(r.envoy_cpu_us * r.requests for r in runs) / max(1, requests), 1),
+        cpu={k: round(sum(r.cpu[k] for r in runs) / len(runs), 3) for k in runs[0].cpu},
+        latency_us={f"p{p}".replace(".", ""): pooled_percentile(runs, p)
+                    for p in (50, 90, 99, 99.9)},
+        quantiles=[], rps_rounds=[r.rps for r in runs])
 
 
 def memory_check(ctx: Context, store: TokenStore) -> dict:
@@ -802,14 +842,21 @@ def report(workloads: list[WorkloadResult], latency: dict) -> tuple[str, list[di
             [[r.listener, "", f"{r.rps:,.0f}", f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
               f"{r.p99_us - none.p99_us:+,.0f}", f"{r.envoy_cpu_us:.0f}", cpu_cell(r)]
              for r in latency["runs"]]))
-        if len(rounds_us := latency["added_p99_rounds_us"]["wasm"]) > 1:
-            out.append(f"p99 added per round (the median round is shown): wasm "
-                       f"{', '.join(f'{v:+,.0f}' for v in rounds_us)}; native "
-                       f"{', '.join(f'{v:+,.0f}' for v in latency['added_p99_rounds_us']['native'])}")
+        slices = latency["added_p99_slices_us"]
+        out.append(f"({latency['slices']} interleaved slices of {latency['slice_seconds']} s "
+                   f"per listener, latencies pooled; p99 added slice by slice: wasm "
+                   f"{median_range(slices['wasm'])}, native {median_range(slices['native'])})")
     targets = target_results(workloads, latency)
     out.append("\nIssue 5 targets (ratios of requests/s in the same Envoy run):")
     out.append(targets_text(targets) + cpu_notes(runs))
     return "\n".join(out), targets
+
+
+def median_range(values: list[float]) -> str:
+    """Median and range of per-slice numbers."""
+    ordered = sorted(values)
+    return (f"median {ordered[len(ordered) // 2]:+,.0f} us, "
+            f"range {ordered[0]:+,.0f} to {ordered[-1]:+,.0f}")
 
 
 def memory_report(m: dict) -> tuple[str, list[dict]]:

@@ -11,6 +11,7 @@
 --   BENCH_RATE         requests per second for the whole run; unset or 0: closed loop
 --   BENCH_PATH         request path (default /api/orders)
 --   BENCH_RESULT_FILE  where done() writes the results (one JSON object)
+--   BENCH_QUANTILES    set: the results include 2000 evenly spaced latency quantiles
 --
 -- The results include `active_us`, from the thread's start (its first request, with a token
 -- file) to its last response: unlike wrk's own duration, it does not count the time a stopped
@@ -127,9 +128,15 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
--- Enough JSON for flat tables of numbers and strings.
+-- Enough JSON for tables of numbers and strings (a table with [1] is an array).
 local function json(value)
-  if type(value) == "table" then
+  if type(value) == "table" and value[1] ~= nil then
+    local parts = {}
+    for _, v in ipairs(value) do
+      parts[#parts + 1] = json(v)
+    end
+    return "[" .. table.concat(parts, ",") .. "]"
+  elseif type(value) == "table" then
     local parts = {}
     for k, v in pairs(value) do
       table.insert(parts, string.format("%q:%s", tostring(k), json(v)))
@@ -170,6 +177,15 @@ function done(summary, latency, _requests)
       p999 = latency:percentile(99.9),
     },
   }
+  if env("BENCH_QUANTILES") then
+    -- The latency distribution as 2000 evenly spaced quantiles, so that runs can be pooled
+    -- (this wrk's Lua cannot index the histogram itself).
+    local quantiles, n = {}, 2000
+    for i = 1, n do
+      quantiles[i] = latency:percentile((i - 0.5) * 100 / n)
+    end
+    result.quantiles = quantiles
+  end
   local out = env("BENCH_RESULT_FILE")
   if out then
     local f = assert(io.open(out, "w"))
