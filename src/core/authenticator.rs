@@ -127,6 +127,8 @@ pub struct Env<'a> {
     pub now_ms: u64,
     /// Where rate-limit buckets live (shared by every worker); `None` disables limits.
     pub store: Option<&'a dyn SharedStore>,
+    /// The fleet's key for placing rate-limit key values in buckets.
+    pub limit_hasher: ratelimit::KeyHasher,
 }
 
 pub fn decide(
@@ -410,7 +412,14 @@ fn rate_limit(
         .map(|l| limit_key(&l.key, claims, req))
         .collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    match ratelimit::admit(store, rule.index, &rule.rate_limits, &keys, env.now_ms) {
+    match ratelimit::admit(
+        store,
+        &env.limit_hasher,
+        rule.index,
+        &rule.rate_limits,
+        &keys,
+        env.now_ms,
+    ) {
         Verdict::Admitted { most_restrictive } => {
             d.rate = most_restrictive;
             d
@@ -607,6 +616,7 @@ mod tests {
             now: NOW,
             now_ms: NOW * 1000,
             store: None,
+            limit_hasher: ratelimit::KeyHasher::new(1, 2),
         };
         let headers: Vec<(String, String)> = headers
             .iter()
@@ -790,6 +800,7 @@ mod tests {
                 now,
                 now_ms: now * 1000,
                 store: None,
+                limit_hasher: ratelimit::KeyHasher::new(1, 2),
             };
             let headers = vec![("authorization".to_string(), bearer(token))];
             decide(&env, method, path, &headers, None)
@@ -828,6 +839,7 @@ mod tests {
             now: now_ms / 1000,
             now_ms,
             store: Some(store),
+            limit_hasher: ratelimit::KeyHasher::new(1, 2),
         };
         let headers: Vec<(String, String)> = headers
             .iter()

@@ -3,7 +3,7 @@
 //! Layout per (rule, limit): `max_keys` slots, rounded up to a multiple of `GROUP_SLOTS`, kept
 //! `GROUP_SLOTS` to a store value under `okta_jwt.rl.<rule>.<limit>.<group>`, plus
 //! `.overflow` (one bucket) and `.used` (slots ever occupied, for the stat). A key value's
-//! FNV-1a hash picks its group; in it the key finds its own slot, or claims one holding an
+//! keyed hash ([`KeyHasher`]) picks its group; in it the key finds its own slot, or claims one holding an
 //! idle full bucket (indistinguishable from a fresh one, so forgetting it is exact), or else an
 //! empty one. Reusing before filling keeps `.used` near the peak number of active keys.
 //!
@@ -67,15 +67,70 @@ pub enum Verdict {
     },
 }
 
-/// 64-bit FNV-1a: stable across workers and builds, unlike `RandomState`. Buckets are told
-/// apart by this hash; two key values that collide share one bucket, which errs strict.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// The keyed hash that tells key values apart and places them in groups. Every worker must
+/// use the same key (buckets live in shared data), and no client may know it: with a public
+/// hash, one could pick a header value that lands on a victim's bucket and drain it. The key
+/// is chosen at random by the first VM to configure and kept in shared data
+/// ([`load_or_create_hasher`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyHasher {
+    k0: u64,
+    k1: u64,
+}
+
+/// Where the hash key lives in shared data.
+pub const HASH_KEY_RECORD: &str = "okta_jwt.rl.hash_key";
+
+impl KeyHasher {
+    pub const fn new(k0: u64, k1: u64) -> KeyHasher {
+        KeyHasher { k0, k1 }
     }
-    h
+
+    fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.k0.to_le_bytes());
+        out[8..].copy_from_slice(&self.k1.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<KeyHasher> {
+        Some(KeyHasher {
+            k0: le_u64(bytes, 0).filter(|_| bytes.len() == 16)?,
+            k1: le_u64(bytes, 8)?,
+        })
+    }
+
+    /// SipHash-1-3 of `bytes` under this key. Two key values that collide share one
+    /// bucket, which errs strict.
+    pub fn hash(&self, bytes: &[u8]) -> u64 {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.k0, self.k1);
+        h.write(bytes);
+        h.finish()
+    }
+}
+
+/// The fleet's hash key: the one in shared data, or `fresh` stored there if there is none
+/// yet. A VM that loses a creation race reads the winner's key back here, and every VM
+/// re-reads the record with [`stored_hasher`] about once a second, so all of them converge on
+/// one key. (Envoy configures the main thread's VM before the workers', so a race needs a
+/// restart of several VMs at once; until they converge, a key may be counted in two buckets.)
+pub fn load_or_create_hasher(
+    store: &dyn SharedStore,
+    fresh: KeyHasher,
+) -> Result<KeyHasher, WriteError> {
+    if let Some(h) = stored_hasher(store) {
+        return Ok(h);
+    }
+    // Anything undecodable there is replaced: it would otherwise leave every VM keyless.
+    let (_, cas) = store.get(HASH_KEY_RECORD);
+    store.set(HASH_KEY_RECORD, &fresh.encode(), cas)?;
+    Ok(stored_hasher(store).unwrap_or(fresh))
+}
+
+/// The hash key in shared data, if there is a valid one.
+pub fn stored_hasher(store: &dyn SharedStore) -> Option<KeyHasher> {
+    KeyHasher::decode(&store.get(HASH_KEY_RECORD).0?)
 }
 
 pub fn group_count(max_keys: u64) -> u64 {
@@ -138,6 +193,7 @@ pub fn buckets_in_use(store: &dyn SharedStore, rule: usize, limit: usize) -> u64
 /// over per-key limits is at most what the one overflow bucket admits.
 pub fn admit(
     store: &dyn SharedStore,
+    hasher: &KeyHasher,
     rule: usize,
     limits: &[RateLimit],
     key_values: &[&str],
@@ -148,7 +204,8 @@ pub fn admit(
     for (i, limit) in limits.iter().enumerate() {
         let key_value = key_values.get(i).copied().unwrap_or("");
         let params = Params::new(limit);
-        match take(store, rule, i, limit, &params, key_value, now_ms) {
+        let hash = hasher.hash(key_value.as_bytes());
+        match take(store, rule, i, limit, &params, hash, now_ms) {
             Taken::Admitted(state, h) => {
                 if most.is_none_or(|m| state.remaining < m.remaining) {
                     most = Some(state);
@@ -386,10 +443,9 @@ fn take(
     index: usize,
     limit: &RateLimit,
     p: &Params,
-    key_value: &str,
+    hash: u64,
     now: u64,
 ) -> Taken {
-    let hash = fnv1a64(key_value.as_bytes());
     let groups = group_count(limit.max_keys);
     let home = usize::try_from((hash / groups) % GROUP_SLOTS as u64).unwrap_or(0);
     let key = group_key(rule, index, hash % groups);
@@ -592,7 +648,7 @@ mod tests {
     }
 
     fn one(store: &dyn SharedStore, l: &RateLimit, key: &str, now: u64) -> Verdict {
-        admit(store, 0, std::slice::from_ref(l), &[key], now)
+        admit(store, &KH, 0, std::slice::from_ref(l), &[key], now)
     }
 
     fn admitted(v: &Verdict) -> bool {
@@ -619,11 +675,51 @@ mod tests {
 
     // ---- hashing and records ----
 
+    /// The hash key of the unit tests (the filter's is random, in shared data).
+    const KH: KeyHasher = KeyHasher::new(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210);
+
     #[test]
-    fn fnv1a_matches_reference_vectors() {
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    fn key_hash_depends_on_the_key() {
+        let k = KeyHasher::decode(&(0u8..16).collect::<Vec<_>>()).unwrap();
+        assert_eq!(
+            k,
+            KeyHasher::new(0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908)
+        );
+        assert_eq!(k.hash(b"alice"), k.hash(b"alice"), "every worker agrees");
+        assert_ne!(k.hash(b"alice"), k.hash(b"alicf"));
+        // Another key moves every value: without the key, no one can aim at a bucket.
+        let other = KeyHasher::new(1, 2);
+        let moved = (0..64)
+            .filter(|i| {
+                KH.hash(format!("user-{i}").as_bytes())
+                    != other.hash(format!("user-{i}").as_bytes())
+            })
+            .count();
+        assert_eq!(moved, 64);
+        assert_eq!(KeyHasher::decode(&KH.encode()), Some(KH));
+        assert_eq!(KeyHasher::decode(&[0; 15]), None);
+        assert_eq!(KeyHasher::decode(&[0; 17]), None);
+    }
+
+    #[test]
+    fn every_vm_ends_up_with_the_first_key() {
+        let s = MemoryStore::default();
+        let first = load_or_create_hasher(&s, KeyHasher::new(1, 1)).unwrap();
+        assert_eq!(first, KeyHasher::new(1, 1));
+        let second = load_or_create_hasher(&s, KeyHasher::new(2, 2)).unwrap();
+        assert_eq!(second, first, "a later VM adopts the stored key");
+        // A lost race: another VM overwrote the record after we created it; the tick's
+        // re-read converges on what is stored.
+        s.set(HASH_KEY_RECORD, &KeyHasher::new(3, 3).encode(), None)
+            .unwrap();
+        assert_eq!(stored_hasher(&s), Some(KeyHasher::new(3, 3)));
+        // A corrupt record is replaced rather than leaving every VM keyless.
+        s.set(HASH_KEY_RECORD, b"junk", None).unwrap();
+        assert_eq!(stored_hasher(&s), None);
+        assert_eq!(
+            load_or_create_hasher(&s, KeyHasher::new(4, 4)).unwrap(),
+            KeyHasher::new(4, 4)
+        );
     }
 
     fn sample_group() -> Group {
@@ -793,7 +889,14 @@ mod tests {
     fn missing_key_values_are_the_empty_key() {
         let l = limit(1, 60, 1);
         let s = prepared(std::slice::from_ref(&l));
-        assert!(admitted(&admit(&s, 0, std::slice::from_ref(&l), &[], 0)));
+        assert!(admitted(&admit(
+            &s,
+            &KH,
+            0,
+            std::slice::from_ref(&l),
+            &[],
+            0
+        )));
         assert!(!admitted(&one(&s, &l, "", 0)));
     }
 
@@ -801,7 +904,7 @@ mod tests {
     fn no_limits_admit_without_state() {
         let s = MemoryStore::default();
         assert_eq!(
-            admit(&s, 0, &[], &[], 0),
+            admit(&s, &KH, 0, &[], &[], 0),
             Verdict::Admitted {
                 most_restrictive: None
             }
@@ -817,7 +920,7 @@ mod tests {
         let per_route = limit(1, 60, 1);
         let both = [per_user.clone(), per_route.clone()];
         let s = prepared(&both);
-        let first = admit(&s, 0, &both, &["alice", ""], 0);
+        let first = admit(&s, &KH, 0, &both, &["alice", ""], 0);
         assert_eq!(
             first,
             Verdict::Admitted {
@@ -830,7 +933,7 @@ mod tests {
             "the fewest remaining"
         );
         for _ in 0..5 {
-            let v = admit(&s, 0, &both, &["alice", ""], 0);
+            let v = admit(&s, &KH, 0, &both, &["alice", ""], 0);
             assert!(
                 matches!(v, Verdict::Limited { state, retry_after_s: 60 } if state.limit == 1),
                 "{v:?}"
@@ -847,12 +950,12 @@ mod tests {
         let b = limit(10, 60, 10);
         let both = [a, b];
         let s = prepared(&both);
-        assert!(admitted(&admit(&s, 0, &both, &["x", "y"], 0)));
-        assert!(!admitted(&admit(&s, 0, &both, &["x", "y"], 0)));
-        assert!(!admitted(&admit(&s, 0, &both, &["x", "y"], 0)));
+        assert!(admitted(&admit(&s, &KH, 0, &both, &["x", "y"], 0)));
+        assert!(!admitted(&admit(&s, &KH, 0, &both, &["x", "y"], 0)));
+        assert!(!admitted(&admit(&s, &KH, 0, &both, &["x", "y"], 0)));
         // Limit 1's bucket for "y", seen through a roomy limit 0: charged once, then now.
         let roomy = [limit(100, 60, 100), both[1].clone()];
-        let v = admit(&s, 0, &roomy, &["fresh", "y"], 0);
+        let v = admit(&s, &KH, 0, &roomy, &["fresh", "y"], 0);
         assert_eq!(remaining(&v), 8);
     }
 
@@ -1292,7 +1395,7 @@ mod tests {
     fn undecodable_records_are_fresh_buckets_and_get_repaired() {
         let l = limit(2, 60, 2);
         let s = prepared(std::slice::from_ref(&l));
-        let hash = fnv1a64(b"u");
+        let hash = KH.hash(b"u");
         let key = group_key(0, 0, hash % group_count(l.max_keys));
         for garbage in [&b""[..], b"R", &[0xff; 275], &[0; 1000]] {
             let (_, cas) = s.get(&key);
@@ -1452,7 +1555,7 @@ mod tests {
             matching: "okta_jwt.rl.0.1.",
         };
         for _ in 0..3 {
-            assert!(!admitted(&admit(&s, 0, &both, &["u", "u"], 0)));
+            assert!(!admitted(&admit(&s, &KH, 0, &both, &["u", "u"], 0)));
         }
         assert_eq!(remaining(&one(&s.inner, &both[0], "u", 0)), 4);
     }
@@ -1509,10 +1612,25 @@ mod tests {
         // Another rule's buckets are separate.
         let l = limit(1, 60, 1);
         let s = MemoryStore::default();
-        assert!(admitted(&admit(&s, 0, std::slice::from_ref(&l), &["u"], 0)));
-        assert!(admitted(&admit(&s, 1, std::slice::from_ref(&l), &["u"], 0)));
+        assert!(admitted(&admit(
+            &s,
+            &KH,
+            0,
+            std::slice::from_ref(&l),
+            &["u"],
+            0
+        )));
+        assert!(admitted(&admit(
+            &s,
+            &KH,
+            1,
+            std::slice::from_ref(&l),
+            &["u"],
+            0
+        )));
         assert!(!admitted(&admit(
             &s,
+            &KH,
             0,
             std::slice::from_ref(&l),
             &["u"],

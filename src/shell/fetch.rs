@@ -157,11 +157,26 @@ pub fn tick(plugin: &Plugin, now: u64) {
     expire(plugin, now);
 }
 
+/// Adopts the hash key in shared data: VMs that raced to create it converge on the stored one.
+fn sync_limit_hasher(plugin: &Plugin) {
+    if let Some(h) = ratelimit::stored_hasher(&HostStore) {
+        plugin.limit_hasher.set(h);
+    }
+}
+
 /// Buckets in use per rate limit, read from shared data about once a second.
 fn publish_buckets(plugin: &Plugin, now: u64) {
     let second = now / 1000;
     if plugin.buckets_published_s.replace(second) == second {
         return;
+    }
+    if plugin
+        .config
+        .rules
+        .iter()
+        .any(|r| !r.rate_limits.is_empty())
+    {
+        sync_limit_hasher(plugin);
     }
     for rule in &plugin.config.rules {
         for i in 0..rule.rate_limits.len() {

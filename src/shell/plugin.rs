@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use crate::core::authenticator::{self, Decision, Env, KeySource, KeyState, Outcome};
 use crate::core::config::Config;
 use crate::core::jwks_cache::ProviderCache;
-use crate::core::ratelimit::LimitState;
+use crate::core::ratelimit::{KeyHasher, LimitState};
 use crate::core::reason::Reason;
 use crate::core::token_cache::TokenCache;
 use crate::core::verify::SignatureVerifier;
@@ -67,6 +67,8 @@ pub struct Plugin {
     pub rate_headers: RefCell<HashMap<u32, LimitState>>,
     /// The second in which the bucket gauges were last published.
     pub buckets_published_s: Cell<u64>,
+    /// The fleet's rate-limit hash key, as last read from shared data.
+    pub limit_hasher: Cell<KeyHasher>,
 }
 
 struct Caches<'a> {
@@ -131,6 +133,7 @@ impl Plugin {
             now: now_ms / 1000,
             now_ms,
             store: Some(&HostStore),
+            limit_hasher: self.limit_hasher.get(),
         };
         authenticator::decide(
             &env,

@@ -13,7 +13,7 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 use crate::core::config::{self, SignatureBackend};
 use crate::core::jwks::MAX_JWKS_BYTES;
 use crate::core::jwks_cache::ProviderCache;
-use crate::core::ratelimit;
+use crate::core::ratelimit::{self, KeyHasher};
 use crate::core::token_cache::TokenCache;
 use crate::core::verify::SignatureVerifier;
 use crate::core::verify_pure::PureVerifier;
@@ -79,6 +79,18 @@ impl Root {
                 )
             })?;
         }
+        // Random (WASI randomness under SipHash) unless another VM already chose the key.
+        let fresh = KeyHasher::new(
+            RandomState::new().hash_one(0u8),
+            RandomState::new().hash_one(1u8),
+        );
+        let limit_hasher = if config.rules.iter().any(|r| !r.rate_limits.is_empty()) {
+            ratelimit::load_or_create_hasher(&HostStore, fresh).map_err(|e| {
+                format!("rate_limits: cannot store the hash key in shared data: {e:?}")
+            })?
+        } else {
+            fresh
+        };
         let mut caches: Vec<ProviderCache> =
             config.providers.iter().map(ProviderCache::new).collect();
         for c in caches.iter_mut() {
@@ -112,6 +124,7 @@ impl Root {
             settle_wanted: RefCell::new(HashSet::new()),
             rate_headers: RefCell::new(HashMap::new()),
             buckets_published_s: Cell::new(0),
+            limit_hasher: Cell::new(limit_hasher),
         }));
         Ok(())
     }
