@@ -71,8 +71,12 @@ pub struct Decision {
     pub path: Option<String>,
     pub rule: Option<usize>,
     pub provider: Option<usize>,
+    /// `sub` and client id, for the log.
     pub sub: Option<String>,
     pub cid: Option<String>,
+    /// False when `sub` and `cid` come from a token refused before its signature was
+    /// checked (its claims failed): they are only what the token claims.
+    pub identity_verified: bool,
     /// Precise reason for the log; never token bytes.
     pub detail: &'static str,
     /// Whether the verified-token cache answered (`None`: no token was verified).
@@ -93,6 +97,7 @@ impl Decision {
             provider: None,
             sub: None,
             cid: None,
+            identity_verified: true,
             detail: "",
             cache_hit: None,
             rate: None,
@@ -265,6 +270,19 @@ fn authenticate(
             "alg is not in the provider's algorithms",
         );
     }
+    // Claims first, as jwt_authn does: a token that is expired or meant for someone else
+    // costs no signature check and never waits for keys (so replayed expired tokens cannot
+    // buy RSA work or refetches). Who the token claims to be is still logged, marked so.
+    if let Err(e) = validate::check(p, &parsed.claims, env.now) {
+        d.sub = parsed
+            .claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        d.cid = validate::client_id(&parsed.claims).map(str::to_owned);
+        d.identity_verified = false;
+        return d.deny(e.reason, e.detail);
+    }
     let set = match env.keys.keys(pi) {
         KeyState::Ready(set) => set,
         KeyState::Pending => {
@@ -303,9 +321,6 @@ fn authenticate(
         .and_then(Value::as_str)
         .map(str::to_owned);
     d.cid = validate::client_id(&parsed.claims).map(str::to_owned);
-    if let Err(e) = validate::check(p, &parsed.claims, env.now) {
-        return d.deny(e.reason, e.detail);
-    }
     if let Some(cache) = env.cache {
         // `check` passed, so exp is a finite number.
         let exp = parsed
@@ -667,6 +682,7 @@ mod tests {
         assert!(d.ops.contains(&HeaderOp::Remove("authorization".into())));
         assert_eq!(d.sub.as_deref(), Some("alice"));
         assert_eq!(d.cid.as_deref(), Some("0oa1"));
+        assert!(d.identity_verified);
         assert_eq!(d.path, None, "path unchanged");
     }
 
@@ -1069,7 +1085,12 @@ mod tests {
         );
         let d = c.run(&keys, NOW + 71, "GET", "/x", &t);
         assert_eq!(denied(&d), Some(Reason::Expired));
-        assert_eq!(d.cache_hit, Some(false), "verified again, then refused");
+        assert_eq!(d.cache_hit, None, "not served from the cache");
+        assert_eq!(
+            c.verifier.0.get(),
+            1,
+            "refused on its claims, before any check"
+        );
     }
 
     #[test]
@@ -1265,5 +1286,44 @@ mod tests {
             denied(&run_with(&Keys::Pending, "GET", "/x", &[])),
             Some(Reason::MissingToken)
         );
+    }
+    /// Claims are checked before the signature (as jwt_authn does): an expired or misdirected
+    /// token costs no verification, never waits for keys and never asks for a refetch, and
+    /// the sub it claims is reported as unverified.
+    #[test]
+    fn bad_claims_cost_no_signature_check_and_no_wait() {
+        let c = Cached::new();
+        let expired = token_with(
+            json!({"alg": "RS256", "kid": "unknown"}),
+            claims(json!({"exp": NOW - 61})),
+            b"forged",
+        );
+        for keys in [
+            Keys::Ready(key_set()),
+            Keys::Refetchable(key_set()),
+            Keys::Pending,
+        ] {
+            let d = c.run(&keys, NOW, "GET", "/x", &expired);
+            assert_eq!(denied(&d), Some(Reason::Expired));
+            assert_eq!(d.sub.as_deref(), Some("alice"));
+            assert!(!d.identity_verified, "the sub is only claimed");
+        }
+        let wrong_aud = token_with(
+            json!({"alg": "RS256", "kid": "k1"}),
+            claims(json!({"aud": "api://other"})),
+            b"good",
+        );
+        let d = c.run(&Keys::Ready(key_set()), NOW, "GET", "/x", &wrong_aud);
+        assert_eq!(denied(&d), Some(Reason::WrongAudience));
+        assert_eq!(c.verifier.0.get(), 0, "no signature was checked");
+        // A valid token still gets its signature checked, and a forged one is refused.
+        let forged = token_with(
+            json!({"alg": "RS256", "kid": "k1"}),
+            claims(json!({})),
+            b"x",
+        );
+        let d = c.run(&Keys::Ready(key_set()), NOW, "GET", "/x", &forged);
+        assert_eq!(denied(&d), Some(Reason::BadSignature));
+        assert_eq!(c.verifier.0.get(), 1);
     }
 }

@@ -95,8 +95,14 @@ fn deny(
     }
     plugin.metrics.denied(reason);
     // Debug formatting quotes and escapes values, so a crafted sub cannot forge log lines.
+    // Identity from a token refused before its signature was checked is only claimed.
+    let identity = if d.identity_verified {
+        ""
+    } else {
+        " identity=unverified"
+    };
     log::info!(
-        "denied status={} reason={} detail={:?} rule={} provider={} sub={:?} cid={:?} request_id={:?}",
+        "denied status={} reason={} detail={:?} rule={} provider={} sub={:?} cid={:?}{identity} request_id={:?}",
         r.status,
         reason.as_str(),
         d.detail,
