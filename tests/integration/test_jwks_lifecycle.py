@@ -211,6 +211,7 @@ LIFE = {
     "second": {"server": "second", "min_refetch_interval_s": MIN_REFETCH_S},
     "rot": {"server": "rot", "min_refetch_interval_s": MIN_REFETCH_S, "timeout_ms": 3000},
     "storm": {"server": "storm", "min_refetch_interval_s": 30, "timeout_ms": 2000},
+    "stale": {"server": "stale", "min_refetch_interval_s": MIN_REFETCH_S},
     "metered": {"server": "metered", "min_refetch_interval_s": MIN_REFETCH_S,
                 "timeout_ms": FAULT_TIMEOUT_MS},
     **{f"flaky-{mode}": {"server": f"flaky-{mode}", "min_refetch_interval_s": MIN_REFETCH_S,
@@ -289,6 +290,31 @@ def test_unknown_kid_storm_is_rejected_without_hammering_the_idp(life):
     assert fetched <= 1 + int(duration // STORM_MIN_REFETCH_S), \
         f"{fetched} key fetches during a {duration:.1f} s storm"
     assert_allowed(api.get("/storm", known))
+
+
+def test_expired_tokens_with_unknown_kids_never_make_the_filter_refetch(life):
+    # Claims are checked before keys are looked up: replaying expired tokens under made-up
+    # kids cannot make the filter call the IdP, even when a refetch would be allowed.
+    api = life.api
+    assert_allowed(api.get("/stale", api.mint(server="stale")))
+    expired = [api.mint({"exp": 1_000_000_000, "iat": 999_999_000}, server="stale",
+                        header={"kid": random_kid()}) for _ in range(20)]
+    life.up_for_at_least(MIN_REFETCH_S + 0.2)  # an unknown kid could refetch now
+    before_fetches, before = keys_fetches(api, "stale"), api.stats()
+    for reply, token in zip(concurrently([lambda t=t: api.get("/stale", t) for t in expired]),
+                            expired):
+        assert_invalid_token(reply, token)
+    time.sleep(0.5)  # a fetch they started would have reached the IdP
+    assert keys_fetches(api, "stale") == before_fetches
+    after = api.stats()
+    assert stat(after, "okta_jwt_denied_expired") - stat(before, "okta_jwt_denied_expired") == 20
+    assert stat(after, "okta_jwt_jwks_refetch_unknown_kid_stale") == \
+        stat(before, "okta_jwt_jwks_refetch_unknown_kid_stale")
+    # The same made-up kid on a token that is still valid does get its refetch (the request
+    # waits for it, so it has reached the IdP by the time the 401 comes back).
+    fresh = api.mint(server="stale", header={"kid": kid_of(expired[0])})
+    assert_invalid_token(api.get("/stale", fresh), fresh)
+    assert keys_fetches(api, "stale") == before_fetches + 1
 
 
 @pytest.mark.parametrize("mode", FAULTS)
