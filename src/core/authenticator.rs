@@ -69,6 +69,9 @@ pub struct Decision {
     pub ops: Vec<HeaderOp>,
     /// A new `:path` to send upstream (normalized, or with a query token removed).
     pub path: Option<String>,
+    /// The query once a query-parameter token is taken out of it, for `decide` to put back
+    /// together with the path.
+    query_without_token: Option<String>,
     pub rule: Option<usize>,
     pub provider: Option<usize>,
     /// `sub` and client id, for the log.
@@ -93,6 +96,7 @@ impl Decision {
             outcome,
             ops: Vec::new(),
             path: None,
+            query_without_token: None,
             rule: None,
             provider: None,
             sub: None,
@@ -190,8 +194,7 @@ pub fn decide(
                 return d;
             }
         }
-        if let Some(source_query) = d.path.take() {
-            // `authenticate` leaves the query without the token here.
+        if let Some(source_query) = d.query_without_token.take() {
             upstream_query = (!source_query.is_empty()).then_some(Cow::Owned(source_query));
             path_changed = true;
         }
@@ -495,12 +498,12 @@ fn forward_claims(
 }
 
 /// Takes the credential out of the request. A query token is handled by leaving the new query
-/// in `d.path` for `decide` to assemble.
+/// in `d.query_without_token` for `decide` to assemble.
 fn remove_token(source: &Source, req: &Request<'_>, d: &mut Decision) {
     match source {
         Source::Header { name, .. } => d.ops.push(HeaderOp::Remove(name.clone())),
         Source::Query(name) => {
-            d.path = Some(query::remove_param(req.query.unwrap_or_default(), name));
+            d.query_without_token = Some(query::remove_param(req.query.unwrap_or_default(), name));
         }
         Source::Cookie(name) => {
             let all: Vec<&str> = req.header_values("cookie").collect();
