@@ -114,6 +114,12 @@ impl Decision {
         Decision::new(Outcome::Allow).deny(reason, detail)
     }
 
+    /// Who the claims name, for the log.
+    fn identify(&mut self, claims: &Map<String, Value>) {
+        self.sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+        self.cid = validate::client_id(claims).map(str::to_owned);
+    }
+
     fn deny(mut self, reason: Reason, detail: &'static str) -> Decision {
         self.outcome = Outcome::Deny {
             reason,
@@ -277,12 +283,7 @@ fn authenticate(
     // costs no signature check and never waits for keys (so replayed expired tokens cannot
     // buy RSA work or refetches). Who the token claims to be is still logged, marked so.
     if let Err(e) = validate::check(p, &parsed.claims, env.now) {
-        d.sub = parsed
-            .claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        d.cid = validate::client_id(&parsed.claims).map(str::to_owned);
+        d.identify(&parsed.claims);
         d.identity_verified = false;
         return d.deny(e.reason, e.detail);
     }
@@ -318,12 +319,6 @@ fn authenticate(
         }
     };
     d.cache_hit = Some(false);
-    d.sub = parsed
-        .claims
-        .get("sub")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    d.cid = validate::client_id(&parsed.claims).map(str::to_owned);
     if let Some(cache) = env.cache {
         // `check` passed, so exp is a finite number.
         let exp = parsed
@@ -368,10 +363,7 @@ fn authorize(
     mut d: Decision,
 ) -> Decision {
     let p = &env.config.providers[provider];
-    if d.sub.is_none() {
-        d.sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-        d.cid = validate::client_id(claims).map(str::to_owned);
-    }
+    d.identify(claims);
     if let Err(denied) = policy::check(rule, claims, params) {
         let reason = denied.reason();
         d = d.deny(reason, "");

@@ -867,6 +867,10 @@ fn compile_claim(
 
 impl Config {
     /// Whether any rate limit keys on the client address (worth a host call per request).
+    pub fn has_rate_limits(&self) -> bool {
+        self.rules.iter().any(|r| !r.rate_limits.is_empty())
+    }
+
     pub fn needs_client_ip(&self) -> bool {
         self.rules
             .iter()

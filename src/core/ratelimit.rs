@@ -72,10 +72,17 @@ pub enum Verdict {
 /// hash, one could pick a header value that lands on a victim's bucket and drain it. The key
 /// is chosen at random by the first VM to configure and kept in shared data
 /// ([`load_or_create_hasher`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct KeyHasher {
     k0: u64,
     k1: u64,
+}
+
+/// The key is a secret: never printed.
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHasher(..)")
+    }
 }
 
 /// Where the hash key lives in shared data.
@@ -94,8 +101,11 @@ impl KeyHasher {
     }
 
     fn decode(bytes: &[u8]) -> Option<KeyHasher> {
+        if bytes.len() != 16 {
+            return None;
+        }
         Some(KeyHasher {
-            k0: le_u64(bytes, 0).filter(|_| bytes.len() == 16)?,
+            k0: le_u64(bytes, 0)?,
             k1: le_u64(bytes, 8)?,
         })
     }

@@ -153,7 +153,10 @@ pub fn tick(plugin: &Plugin, now: u64) {
         let age_s = (c.fetched_at_ms() > 0).then(|| now.saturating_sub(c.fetched_at_ms()) / 1000);
         plugin.metrics.key_set(provider, keys, age_s.unwrap_or(0));
     }
-    publish_buckets(plugin, now);
+    if plugin.second_done_s.replace(now / 1000) != now / 1000 && plugin.config.has_rate_limits() {
+        sync_limit_hasher(plugin);
+        publish_buckets(plugin);
+    }
     expire(plugin, now);
 }
 
@@ -164,20 +167,8 @@ fn sync_limit_hasher(plugin: &Plugin) {
     }
 }
 
-/// Buckets in use per rate limit, read from shared data about once a second.
-fn publish_buckets(plugin: &Plugin, now: u64) {
-    let second = now / 1000;
-    if plugin.buckets_published_s.replace(second) == second {
-        return;
-    }
-    if plugin
-        .config
-        .rules
-        .iter()
-        .any(|r| !r.rate_limits.is_empty())
-    {
-        sync_limit_hasher(plugin);
-    }
+/// Buckets in use per rate limit, read from shared data (about once a second).
+fn publish_buckets(plugin: &Plugin) {
     for rule in &plugin.config.rules {
         for i in 0..rule.rate_limits.len() {
             plugin.metrics.buckets(

@@ -65,8 +65,9 @@ pub struct Plugin {
     pub settle_wanted: RefCell<HashSet<usize>>,
     /// `RateLimit-*` values to add to a stream's response, by HTTP context id.
     pub rate_headers: RefCell<HashMap<u32, LimitState>>,
-    /// The second in which the bucket gauges were last published.
-    pub buckets_published_s: Cell<u64>,
+    /// The second in which the once-a-second rate-limit work (hash key re-read, bucket
+    /// gauges) last ran.
+    pub second_done_s: Cell<u64>,
     /// The fleet's rate-limit hash key, as last read from shared data.
     pub limit_hasher: Cell<KeyHasher>,
 }

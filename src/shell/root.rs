@@ -84,7 +84,7 @@ impl Root {
             RandomState::new().hash_one(0u8),
             RandomState::new().hash_one(1u8),
         );
-        let limit_hasher = if config.rules.iter().any(|r| !r.rate_limits.is_empty()) {
+        let limit_hasher = if config.has_rate_limits() {
             ratelimit::load_or_create_hasher(&HostStore, fresh).map_err(|e| {
                 format!("rate_limits: cannot store the hash key in shared data: {e:?}")
             })?
@@ -103,8 +103,7 @@ impl Root {
             config.rules.len(),
             verifier.name()
         );
-        let any_limit = config.rules.iter().any(|r| !r.rate_limits.is_empty());
-        if any_limit || config.remote_providers().next().is_some() {
+        if config.has_rate_limits() || config.remote_providers().next().is_some() {
             let _ = hostcalls::set_tick_period(TICK);
         }
         let token_cache = RefCell::new(TokenCache::new(config.token_cache_entries));
@@ -123,7 +122,7 @@ impl Root {
             refetch_wanted: RefCell::new(HashSet::new()),
             settle_wanted: RefCell::new(HashSet::new()),
             rate_headers: RefCell::new(HashMap::new()),
-            buckets_published_s: Cell::new(0),
+            second_done_s: Cell::new(0),
             limit_hasher: Cell::new(limit_hasher),
         }));
         Ok(())

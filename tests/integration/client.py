@@ -50,6 +50,14 @@ class Reply:
         return f"Reply({self.status}, {self.headers!r}, {self.body[:600]!r})"
 
 
+def idp_provider(idp_url: str, server: str = "default", **extra) -> dict:
+    """A provider for the mock IdP's authorization server `server`, keys fetched through the
+    stack's `okta_idp` cluster; `extra` adds or overrides provider fields."""
+    return {"issuer": f"{idp_url}/oauth2/{server}", "audiences": ["api://default"],
+            "jwks": {"uri": f"{idp_url}/oauth2/{server}/v1/keys", "cluster": "okta_idp"},
+            **extra}
+
+
 def b64url_decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 import harness
-from client import REALM, Api
+from client import REALM, Api, idp_provider
 
 pytestmark = pytest.mark.local_only
 
@@ -25,14 +25,8 @@ ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
 
 def backend_config(backend: str):
     def config(variables: dict[str, str]) -> dict:
-        idp = variables["IDP_URL"]
         return {
-            "providers": {"okta": {
-                "issuer": f"{idp}/oauth2/default",
-                "audiences": ["api://default"],
-                "jwks": {"uri": f"{idp}/oauth2/default/v1/keys", "cluster": "okta_idp"},
-                "algorithms": ALGS,
-            }},
+            "providers": {"okta": idp_provider(variables["IDP_URL"], algorithms=ALGS)},
             "rules": [{"match": {"prefix": "/"}, "scopes": {"all": ["orders:read"]}}],
             "realm": REALM,
             "signature_backend": backend,

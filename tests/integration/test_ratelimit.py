@@ -26,7 +26,7 @@ import pytest
 import harness
 from client import (REALM, Api, Reply, assert_allowed, assert_denied,
                     assert_insufficient_scope, assert_invalid_token, assert_no_token,
-                    connections_per_worker, stat, workers_used)
+                    connections_per_worker, idp_provider, stat, workers_used)
 
 pytestmark = pytest.mark.local_only
 
@@ -54,13 +54,8 @@ RULE = {path: i for i, (path, _) in enumerate(RULES)}
 
 def ratelimit_config(variables: dict[str, str]) -> dict:
     """For harness.start_stack: one provider (the IdP's `default` server), the rules above."""
-    idp = variables["IDP_URL"]
     return {
-        "providers": {"okta": {
-            "issuer": f"{idp}/oauth2/default",
-            "audiences": ["api://default"],
-            "jwks": {"uri": f"{idp}/oauth2/default/v1/keys", "cluster": "okta_idp"},
-        }},
+        "providers": {"okta": idp_provider(variables["IDP_URL"])},
         "rules": [{"match": {"prefix": path}, **rule} for path, rule in RULES],
         "realm": REALM,
     }
