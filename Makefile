@@ -16,7 +16,7 @@ WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals
 # Extra pytest arguments, e.g. `make test-integration PYTEST_ARGS="-k paths -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: all setup rust-setup build build-tools run test test-unit test-integration \
+.PHONY: all setup rust-setup build build-tools cli run test test-unit test-integration \
         fmt lint compose-config clean distclean bench bench-memory
 
 all: build
@@ -42,12 +42,16 @@ $(VENV)/.installed: tests/integration/requirements.txt
 
 ## build: the filter, release and size-optimised (wasm-opt too, if it is on PATH)
 build: rust-setup
-	$(CARGO) build --release --target $(WASM_TARGET) -p okta-jwt-filter
+	$(CARGO) build --release --target $(WASM_TARGET) -p okta-jwt-filter --lib
 	@if command -v wasm-opt >/dev/null; then \
 	  wasm-opt -Oz --strip-debug $(WASM_FEATURES) -o $(WASM).opt $(WASM) && mv $(WASM).opt $(WASM) \
 	    || { rm -f $(WASM).opt; echo "wasm-opt failed; keeping cargo's output"; }; \
 	fi
 	@ls -l $(WASM)
+
+## cli: the okta-jwt command-line tool (native), target/release/okta-jwt
+cli:
+	$(CARGO) build --release -p okta-jwt-filter --bin okta-jwt
 
 ## build-tools: the mock Okta IdP and the echo upstream
 build-tools:
