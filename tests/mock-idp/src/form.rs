@@ -3,43 +3,28 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-/// Parses `a=b&c=d`, decoding `+` as space and `%XX` escapes. A bad escape or a value that is
-/// not UTF-8 makes the whole body malformed.
+/// Parses `a=b&c=d` with `form_urlencoded` (`+` is a space, `%XX` an escaped byte). That crate
+/// passes a bad escape through and decodes bytes that are not UTF-8 lossily; a token request
+/// with either is malformed here, so both are refused (a decoded U+FFFD counts as undecodable:
+/// no OAuth parameter holds one).
 pub fn parse_urlencoded(body: &[u8]) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    for piece in body.split(|b| *b == b'&') {
-        if piece.is_empty() {
-            continue;
-        }
-        let (name, value) = match piece.iter().position(|b| *b == b'=') {
-            Some(i) => (&piece[..i], &piece[i + 1..]),
-            None => (piece, &b""[..]),
-        };
-        out.push((decode(name)?, decode(value)?));
+    let escapes_ok = body.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || body
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_ok {
+        return Err("bad percent-escape in form body".to_string());
     }
-    Ok(out)
-}
-
-pub fn decode(raw: &[u8]) -> Result<String, String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = raw
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| "bad percent-escape in form body".to_string())?;
-                out.push(hex);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
+    let fields: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    if fields
+        .iter()
+        .any(|(n, v)| n.contains('\u{FFFD}') || v.contains('\u{FFFD}'))
+    {
+        return Err("form body is not UTF-8".to_string());
     }
-    String::from_utf8(out).map_err(|_| "form body is not UTF-8".to_string())
+    Ok(fields)
 }
 
 /// The value of a field that must appear at most once (RFC 6749 §3.1).
@@ -108,6 +93,7 @@ mod tests {
         assert!(parse_urlencoded(b"a=%4").is_err());
         assert!(parse_urlencoded(b"a=%").is_err());
         assert!(parse_urlencoded(b"a=%FF").is_err());
+        assert!(parse_urlencoded(b"a=\xff").is_err());
     }
 
     #[test]
