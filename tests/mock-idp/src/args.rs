@@ -1,6 +1,9 @@
-//! Command-line parsing for both binaries (hand-rolled: the flag set is tiny).
+//! Command-line parsing for both binaries, with lexopt (the flag set is tiny).
 
 use std::path::PathBuf;
+
+use lexopt::prelude::*;
+use lexopt::Parser;
 
 pub const MOCK_IDP_USAGE: &str =
     "usage: mock-idp [--listen 127.0.0.1:0] [--public-url URL] [--servers default,second]
@@ -36,40 +39,18 @@ pub enum Parsed<T> {
     Help,
 }
 
-/// Splits `--flag value` / `--flag=value` pairs; every flag takes a value.
-fn pairs(args: &[String]) -> Result<Option<Vec<(String, String)>>, String> {
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(None);
-        }
-        let Some(flag) = arg.strip_prefix("--") else {
-            return Err(format!("unexpected argument `{arg}`"));
-        };
-        let (name, value) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_string(), v.to_string()),
-            None => {
-                let v = it.next().ok_or_else(|| format!("--{flag} needs a value"))?;
-                (flag.to_string(), v.clone())
-            }
-        };
-        out.push((name, value));
-    }
-    Ok(Some(out))
-}
-
+/// Every flag takes a value, as `--flag value` or `--flag=value`; a repeated flag's last value
+/// wins.
 pub fn parse_mock_idp(args: &[String]) -> Result<Parsed<MockIdpOptions>, String> {
-    let Some(pairs) = pairs(args)? else {
-        return Ok(Parsed::Help);
-    };
     let mut o = MockIdpOptions::default();
-    for (name, value) in pairs {
-        match name.as_str() {
-            "listen" => o.listen = value,
-            "public-url" => o.public_url = Some(value),
-            "servers" => {
-                o.servers = value
+    let mut p = Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(text)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Long("listen") => o.listen = string(&mut p)?,
+            Long("public-url") => o.public_url = Some(string(&mut p)?),
+            Long("servers") => {
+                o.servers = string(&mut p)?
                     .split(',')
                     .map(str::trim)
                     .filter(|s| !s.is_empty())
@@ -79,19 +60,10 @@ pub fn parse_mock_idp(args: &[String]) -> Result<Parsed<MockIdpOptions>, String>
                     return Err(format!("invalid server id `{bad}`"));
                 }
             }
-            "key-dir" => o.key_dir = Some(PathBuf::from(value)),
-            "max-age" => {
-                o.max_age = value
-                    .parse()
-                    .map_err(|_| format!("--max-age: not a number: `{value}`"))?
-            }
-            "lifetime" => {
-                o.lifetime = value
-                    .parse::<u32>()
-                    .map_err(|_| format!("--lifetime: not a number: `{value}`"))?
-                    .into()
-            }
-            _ => return Err(format!("unknown flag --{name}")),
+            Long("key-dir") => o.key_dir = Some(PathBuf::from(p.value().map_err(text)?)),
+            Long("max-age") => o.max_age = number(&mut p, "--max-age")?,
+            Long("lifetime") => o.lifetime = number::<u32>(&mut p, "--lifetime")?.into(),
+            _ => return Err(arg.unexpected().to_string()),
         }
     }
     Ok(Parsed::Run(o))
@@ -99,17 +71,34 @@ pub fn parse_mock_idp(args: &[String]) -> Result<Parsed<MockIdpOptions>, String>
 
 /// Returns the listen address.
 pub fn parse_echo(args: &[String]) -> Result<Parsed<String>, String> {
-    let Some(pairs) = pairs(args)? else {
-        return Ok(Parsed::Help);
-    };
     let mut listen = "127.0.0.1:0".to_string();
-    for (name, value) in pairs {
-        match name.as_str() {
-            "listen" => listen = value,
-            _ => return Err(format!("unknown flag --{name}")),
+    let mut p = Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(text)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Long("listen") => listen = string(&mut p)?,
+            _ => return Err(arg.unexpected().to_string()),
         }
     }
     Ok(Parsed::Run(listen))
+}
+
+fn string(p: &mut Parser) -> Result<String, String> {
+    p.value().and_then(|v| v.string()).map_err(text)
+}
+
+fn number<T>(p: &mut Parser, flag: &str) -> Result<T, String>
+where
+    T: std::str::FromStr,
+    T::Err: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    p.value()
+        .and_then(|v| v.parse())
+        .map_err(|e| format!("{flag}: {e}"))
+}
+
+fn text(e: lexopt::Error) -> String {
+    e.to_string()
 }
 
 #[cfg(test)]
@@ -150,6 +139,10 @@ mod tests {
         assert!(parse_mock_idp(&v(&["--max-age"])).is_err());
         assert!(parse_mock_idp(&v(&["--max-age", "x"])).is_err());
         assert!(parse_mock_idp(&v(&["--servers", "a/b"])).is_err());
+        assert!(parse_mock_idp(&v(&["--lifetime", "-1"])).is_err());
+        assert!(parse_mock_idp(&v(&["stray"])).is_err());
+        assert!(parse_echo(&v(&["--max-age", "5"])).is_err());
+        assert_eq!(parse_echo(&v(&["--help"])).unwrap(), Parsed::Help);
         assert_eq!(parse_mock_idp(&v(&["-h"])).unwrap(), Parsed::Help);
         assert_eq!(
             parse_echo(&v(&[])).unwrap(),
