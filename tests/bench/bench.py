@@ -72,7 +72,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 import harness  # noqa: E402  (processes, ports, bounded waits; puts envoy/ on sys.path)
 import render  # noqa: E402  (envoy/render.py)
-from client import Api, token_claims  # noqa: E402
+from envoy_client import EnvoyClient  # noqa: E402
+from idp_client import IdpClient, token_claims  # noqa: E402
 
 HOST = "127.0.0.1"
 ENVOY_DIR = harness.REPO / "envoy"
@@ -267,7 +268,7 @@ def compact(value: dict) -> str:
 class Context:
     """What every step needs: settings, the long-lived processes, the failures so far."""
     settings: Settings
-    idp: Api  # only its IdP half (control calls, minting)
+    idp: IdpClient
     issuer: str
     jwks: dict
     upstream: Envoy
@@ -291,8 +292,8 @@ class Context:
 
         return start_envoy(name, LISTENERS, write, self.settings.cpus(under_test=True))
 
-    def api(self, envoy: Envoy, listener: str = "none") -> Api:
-        return Api(envoy.url(listener), self.idp.idp_url, envoy.admin_url)
+    def client(self, envoy: Envoy, listener: str = "none") -> EnvoyClient:
+        return EnvoyClient(envoy.url(listener), envoy.admin_url)
 
 
 # --- tokens -----------------------------------------------------------------------------
@@ -315,7 +316,7 @@ class TokenStore:
     IdP takes about 2 ms per token and core, and the IdP keeps its keys (--key-dir) and issuer
     (--public-url), so a pool stays valid until its oldest token is near its `exp`."""
 
-    def __init__(self, idp: Api, kid: str):
+    def __init__(self, idp: IdpClient, kid: str):
         self.idp, self.kid = idp, kid
         TOKENS_DIR.mkdir(parents=True, exist_ok=True)
         for stale in TOKENS_DIR.glob("*.txt"):  # pools signed by keys that are gone
@@ -382,10 +383,10 @@ def preflight(ctx: Context, envoy: Envoy, tokens: Tokens) -> None:
              ("scope orders:read missing", tokens.no_scope, 403)]
     wrong = []
     for listener in LISTENERS:
-        api = ctx.api(envoy, listener)
+        client = ctx.client(envoy, listener)
         for case, token, status in cases:
             expected = 200 if listener == "none" else status
-            got = api.get(PATH, token).status
+            got = client.get(PATH, token).status
             if got != expected:
                 wrong.append(f"{listener}: {case}: expected {expected}, got {got}")
     if wrong:
@@ -519,19 +520,19 @@ def measure(ctx: Context, envoy: Envoy, workload: str, listener: str, seconds: i
             round_: int = 1) -> Run:
     """One wrk run after a warm-up. With a token file, every token is sent at most once: the
     run ends when they are used up, or after `seconds`."""
-    url, api = envoy.url(listener), ctx.api(envoy)
+    url, client = envoy.url(listener), ctx.client(envoy)
     label = f"{workload}-{listener}-{round_}" + ("-paced" if rate else "")
     pids = {"envoy": envoy.pid, "upstream": ctx.upstream.pid}
     wait_for_idle(ctx, pids)
     wrk(ctx, f"{label}-warmup", url, WARMUP_SECONDS, token=tokens.valid)
-    before = api.stats(STATS_FILTER)
+    before = client.stats(STATS_FILTER)
     log(f"{workload}: {listener}" + (f" paced at {rate:,.0f} rps" if rate else "")
         + f" for {seconds} s")
     cpu = CpuMeter(pids)
     r = wrk(ctx, label, url, seconds, token=None if token_file else tokens.valid,
             token_file=token_file, one_pass=token_file is not None, rate=rate)
     cpu.stop()
-    after = api.stats(STATS_FILTER)
+    after = client.stats(STATS_FILTER)
     duration = (r.get("active_us") or r["duration_us"]) / 1e6
     run = Run(workload=workload, listener=listener, seconds=round(duration, 3),
               requests=int(r["requests"]), rps=round(r["requests"] / duration, 1),
@@ -945,9 +946,8 @@ def main() -> int:
         IDP_KEY_DIR.mkdir(parents=True, exist_ok=True)
         _, idp_url = harness.start_mock("mock-idp", WORK_DIR, [
             "--listen", f"{HOST}:0", "--key-dir", IDP_KEY_DIR, "--public-url", IDP_PUBLIC_URL])
-        idp = Api("", idp_url, "")
-        idp.timeout = 120  # a mint-many call signs MINT_CHUNK tokens
-        jwks = idp.http.get(f"{idp_url}/oauth2/default/v1/keys", timeout=idp.timeout).json()
+        idp = IdpClient(idp_url, timeout=120)  # a mint-many call signs MINT_CHUNK tokens
+        jwks = idp.keys()
         store = TokenStore(idp, kid=jwks["keys"][0]["kid"])
         ctx = Context(settings, idp, f"{IDP_PUBLIC_URL}/oauth2/default", jwks,
                       upstream=start_upstream(settings))

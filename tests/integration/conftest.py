@@ -10,7 +10,8 @@ import uuid
 import pytest
 
 import harness
-from client import Api
+from envoy_client import EnvoyClient
+from idp_client import IdpClient
 
 
 def pytest_configure(config):
@@ -41,8 +42,15 @@ def stack(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def api(stack) -> Api:
-    return Api(stack.envoy_url, stack.idp_url, stack.admin_url)
+def envoy(stack) -> EnvoyClient:
+    """Requests through the session stack's Envoy, and its admin stats."""
+    return EnvoyClient(stack.envoy_url, stack.admin_url)
+
+
+@pytest.fixture(scope="session")
+def idp(stack) -> IdpClient:
+    """The session stack's mock IdP: tokens, request counts, faults."""
+    return IdpClient(stack.idp_url)
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ from typing import Iterator
 import pytest
 
 import harness
-from client import REALM, Api, idp_provider
+from envoy_client import EnvoyClient
+from filter_config import REALM, idp_provider
+from idp_client import IdpClient
 
 pytestmark = pytest.mark.local_only
 
@@ -47,10 +49,10 @@ def stacks(tmp_path_factory) -> Iterator[dict[str, harness.Stack]]:
                                    filter_config=backend_config("pure"), idp_url=host.idp_url)
         stacks.append(pure)
         named = {"auto": host, "pure": pure}
-        token = Api(host.envoy_url, host.idp_url, host.admin_url).mint()
+        token = IdpClient(host.idp_url).mint()
         for s in named.values():
-            api = Api(s.envoy_url, s.idp_url, s.admin_url)
-            harness.wait_until(lambda api=api: api.get("/x", token).status == 200, 30,
+            envoy = EnvoyClient(s.envoy_url, s.admin_url)
+            harness.wait_until(lambda envoy=envoy: envoy.get("/x", token).status == 200, 30,
                                "the provider to have keys", interval=0.25)
         yield named
     finally:
@@ -59,8 +61,14 @@ def stacks(tmp_path_factory) -> Iterator[dict[str, harness.Stack]]:
 
 
 @pytest.fixture(scope="module")
-def apis(stacks) -> dict[str, Api]:
-    return {name: Api(s.envoy_url, s.idp_url, s.admin_url) for name, s in stacks.items()}
+def envoys(stacks) -> dict[str, EnvoyClient]:
+    return {name: EnvoyClient(s.envoy_url, s.admin_url) for name, s in stacks.items()}
+
+
+@pytest.fixture(scope="module")
+def idp(stacks) -> IdpClient:
+    """The IdP both Envoys share (shadows the session's `idp`)."""
+    return IdpClient(stacks["auto"].idp_url)
 
 
 def test_each_envoy_runs_the_backend_it_was_given(stacks):
@@ -87,17 +95,17 @@ CASES = [
 
 
 @pytest.mark.parametrize("what,mint,expected", CASES, ids=[c[0] for c in CASES])
-def test_backends_agree(apis, what, mint, expected):
-    token = apis["auto"].mint(**mint)
-    statuses = {name: api.get("/x", token).status for name, api in apis.items()}
+def test_backends_agree(envoys, idp, what, mint, expected):
+    token = idp.mint(**mint)
+    statuses = {name: envoy.get("/x", token).status for name, envoy in envoys.items()}
     assert statuses == {"auto": expected, "pure": expected}, what
 
 
-def test_tampered_payload_is_refused_by_both(apis):
-    token = apis["auto"].mint()
+def test_tampered_payload_is_refused_by_both(envoys, idp):
+    token = idp.mint()
     header, payload, signature = token.split(".")
     # Flip one character of the payload: still base64url, no longer what was signed.
     flipped = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1]
     forged = ".".join([header, flipped, signature])
-    statuses = {name: api.get("/x", forged).status for name, api in apis.items()}
+    statuses = {name: envoy.get("/x", forged).status for name, envoy in envoys.items()}
     assert statuses == {"auto": 401, "pure": 401}

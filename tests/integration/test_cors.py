@@ -2,21 +2,21 @@
 
 import pytest
 
-from client import assert_allowed, assert_no_token
+from assertions import assert_allowed, assert_no_token
 
 PREFLIGHT = {"origin": "https://app.example.com", "access-control-request-method": "POST",
              "access-control-request-headers": "authorization, content-type"}
 
 
-def test_preflight_reaches_the_upstream_unchecked(api):
-    echo = assert_allowed(api.request("OPTIONS", "/api/orders", headers=PREFLIGHT))
+def test_preflight_reaches_the_upstream_unchecked(envoy):
+    echo = assert_allowed(envoy.request("OPTIONS", "/api/orders", headers=PREFLIGHT))
     assert echo["method"] == "OPTIONS"
     assert echo["headers"]["origin"] == PREFLIGHT["origin"]
 
 
-def test_preflight_still_strips_claim_headers(api):
+def test_preflight_still_strips_claim_headers(envoy):
     headers = {**PREFLIGHT, "x-jwt-sub": "spoofed", "x-jwt-payload": "spoofed"}
-    echo = assert_allowed(api.request("OPTIONS", "/api/orders", headers=headers))
+    echo = assert_allowed(envoy.request("OPTIONS", "/api/orders", headers=headers))
     assert "x-jwt-sub" not in echo["headers"] and "x-jwt-payload" not in echo["headers"]
 
 
@@ -27,5 +27,5 @@ def test_preflight_still_strips_claim_headers(api):
     pytest.param("GET", PREFLIGHT, id="GET with preflight headers"),
     pytest.param("POST", PREFLIGHT, id="POST with preflight headers"),
 ])
-def test_non_preflights_need_a_token(api, method, headers):
-    assert_no_token(api.request(method, "/api/orders", headers=headers))
+def test_non_preflights_need_a_token(envoy, method, headers):
+    assert_no_token(envoy.request(method, "/api/orders", headers=headers))

@@ -15,7 +15,6 @@ or subset of tests runs.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 import uuid
@@ -27,8 +26,10 @@ from typing import Callable, Iterator
 import pytest
 
 import harness
-from client import (REALM, Api, connections_per_worker, workers_used, Reply, assert_allowed, assert_denied, assert_invalid_token,
-                    b64url_decode, stat)
+from assertions import assert_allowed, assert_denied, assert_invalid_token
+from envoy_client import EnvoyClient, Reply, connections_per_worker, stat, workers_used
+from filter_config import REALM
+from idp_client import IdpClient, token_header
 
 pytestmark = pytest.mark.local_only
 
@@ -73,19 +74,20 @@ def idp_args(key_dir: Path, providers: dict[str, dict], *extra: str) -> list[str
 
 
 class Own:
-    """A stack of this module's own, the Api that drives it, and when it became ready."""
+    """A stack of this module's own, the clients that drive it, and when it became ready."""
 
     def __init__(self, stack: harness.Stack):
         self.stack = stack
-        self.api = Api(stack.envoy_url, stack.idp_url, stack.admin_url)
+        self.envoy = EnvoyClient(stack.envoy_url, stack.admin_url)
+        self.idp = IdpClient(stack.idp_url)
         self.ready_at = time.monotonic()
 
     def wait_for_keys(self, providers: dict[str, dict], timeout: float = 15.0) -> None:
         """Until every provider serves a valid token (its start-up fetch may have failed and
         be retried after the back-off); then the stack counts as ready."""
         for name, spec in providers.items():
-            token = self.api.mint(server=spec["server"])
-            harness.wait_until(lambda: self.api.get(f"/{name}", token).status == 200,
+            token = self.idp.mint(server=spec["server"])
+            harness.wait_until(lambda: self.envoy.get(f"/{name}", token).status == 200,
                                timeout, f"provider {name} to have keys", interval=0.25)
         self.ready_at = time.monotonic()
 
@@ -122,12 +124,12 @@ def discovery_path(server: str) -> str:
     return f"GET /oauth2/{server}/.well-known/openid-configuration"
 
 
-def keys_fetches(api: Api, server: str) -> int:
-    return api.idp_counts().get(keys_path(server), 0)
+def keys_fetches(idp: IdpClient, server: str) -> int:
+    return idp.counts().get(keys_path(server), 0)
 
 
 def kid_of(token: str) -> str:
-    return json.loads(b64url_decode(token.split(".")[0]))["kid"]
+    return token_header(token)["kid"]
 
 
 def random_kid() -> str:
@@ -173,29 +175,29 @@ def cold(tmp_path_factory, key_dir) -> Iterator[Own]:
 
 
 def test_cold_start_fetches_once_per_provider_whatever_the_workers(cold):
-    api = cold.api
+    envoy, idp = cold.envoy, cold.idp
     cold.up_for_at_least(PER_WORKER_FETCH_S)
-    tokens = {name: api.mint(server=COLD[name]["server"]) for name in ("okta", "second")}
-    before = connections_per_worker(api)
+    tokens = {name: idp.mint(server=COLD[name]["server"]) for name in ("okta", "second")}
+    before = connections_per_worker(envoy)
     for _ in range(6):  # one connection each, so they spread over the workers
         for name, token in tokens.items():
-            assert_allowed(api.get(f"/{name}", token))
-    assert workers_used(before, connections_per_worker(api)) >= 2, \
+            assert_allowed(envoy.get(f"/{name}", token))
+    assert workers_used(before, connections_per_worker(envoy)) >= 2, \
         "precondition: the requests should have reached several workers"
     time.sleep(1.0)  # a fetch started by a worker's first request would have arrived
-    counts = api.idp_counts()
+    counts = idp.counts()
     for name in tokens:
         assert counts.get(keys_path(COLD[name]["server"]), 0) == 1, (name, counts)
 
 
 def test_discovery_reads_the_jwks_uri_once_for_all_workers(cold):
-    api = cold.api
+    envoy, idp = cold.envoy, cold.idp
     cold.up_for_at_least(PER_WORKER_FETCH_S)
-    token = api.mint(server="disco")
+    token = idp.mint(server="disco")
     for _ in range(6):
-        assert_allowed(api.get("/disco", token))
+        assert_allowed(envoy.get("/disco", token))
     time.sleep(1.0)
-    counts = api.idp_counts()
+    counts = idp.counts()
     assert counts.get(discovery_path("disco"), 0) == 1, counts
     assert counts.get(keys_path("disco"), 0) == 1, counts
 
@@ -229,31 +231,31 @@ def life(tmp_path_factory, key_dir) -> Iterator[Own]:
 
 
 def test_rotation_new_kid_passes_first_time_on_every_worker_and_dropped_kid_fails(life):
-    api = life.api
-    old = api.mint(server="rot")
-    assert_allowed(api.get("/rot", old))
-    api.control("rotate", {"server": "rot"})
-    published = api.control("rotate", {"server": "rot"})["kids"]  # two new keys
+    envoy, idp = life.envoy, life.idp
+    old = idp.mint(server="rot")
+    assert_allowed(envoy.get("/rot", old))
+    idp.control("rotate", {"server": "rot"})
+    published = idp.control("rotate", {"server": "rot"})["kids"]  # two new keys
     assert kid_of(old) not in published
-    new = api.mint(server="rot")
+    new = idp.mint(server="rot")
     assert kid_of(new) == published[0]
     life.up_for_at_least(MIN_REFETCH_S + 0.2)  # a refetch is allowed now
 
-    before, workers = keys_fetches(api, "rot"), connections_per_worker(api)
+    before, workers = keys_fetches(idp, "rot"), connections_per_worker(envoy)
     # The first requests with the new kid, at once from several workers: all wait for the
     # one shared refetch and pass.
-    for reply in concurrently([lambda: api.get("/rot", new)] * 8):
+    for reply in concurrently([lambda: envoy.get("/rot", new)] * 8):
         assert_allowed(reply)
-    assert keys_fetches(api, "rot") - before == 1
+    assert keys_fetches(idp, "rot") - before == 1
     # Every worker now has the new set without fetching it.
-    for reply in concurrently([lambda: api.get("/rot", new)] * 8):
+    for reply in concurrently([lambda: envoy.get("/rot", new)] * 8):
         assert_allowed(reply)
-    assert workers_used(workers, connections_per_worker(api)) >= 2, \
+    assert workers_used(workers, connections_per_worker(envoy)) >= 2, \
         "precondition: the requests should have reached several workers"
-    assert keys_fetches(api, "rot") - before == 1
+    assert keys_fetches(idp, "rot") - before == 1
     # The key the IdP dropped no longer verifies, on any worker.
     time.sleep(ADOPT_S)
-    for reply in concurrently([lambda: api.get("/rot", old)] * 4):
+    for reply in concurrently([lambda: envoy.get("/rot", old)] * 4):
         assert_invalid_token(reply, old)
 
 
@@ -263,24 +265,24 @@ STORM_MIN_REFETCH_S = LIFE["storm"]["min_refetch_interval_s"]
 
 
 def test_unknown_kid_storm_is_rejected_without_hammering_the_idp(life):
-    api = life.api
-    known = api.mint(server="storm")
-    assert_allowed(api.get("/storm", known))
+    envoy, idp = life.envoy, life.idp
+    known = idp.mint(server="storm")
+    assert_allowed(envoy.get("/storm", known))
     with ThreadPoolExecutor(max_workers=8) as pool:
-        tokens = list(pool.map(lambda _: api.mint(server="storm", header={"kid": random_kid()}),
+        tokens = list(pool.map(lambda _: idp.mint(server="storm", header={"kid": random_kid()}),
                                range(STORM_REQUESTS)))
-    before = keys_fetches(api, "storm")
+    before = keys_fetches(idp, "storm")
     started = time.monotonic()
 
     def send(i: int) -> Reply:  # request i leaves at its slot, evenly over STORM_S
         time.sleep(max(0.0, started + i * STORM_S / STORM_REQUESTS - time.monotonic()))
-        return api.get("/storm", tokens[i])
+        return envoy.get("/storm", tokens[i])
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         replies = list(pool.map(send, range(STORM_REQUESTS)))
     duration = time.monotonic() - started
     time.sleep(0.5)  # a fetch the storm started would have reached the IdP
-    fetched = keys_fetches(api, "storm") - before
+    fetched = keys_fetches(idp, "storm") - before
 
     assert Counter(r.status for r in replies) == {401: STORM_REQUESTS}, \
         Counter(r.status for r in replies)
@@ -289,103 +291,103 @@ def test_unknown_kid_storm_is_rejected_without_hammering_the_idp(life):
     assert duration < 2 * STORM_S, f"the storm took {duration:.1f} s"
     assert fetched <= 1 + int(duration // STORM_MIN_REFETCH_S), \
         f"{fetched} key fetches during a {duration:.1f} s storm"
-    assert_allowed(api.get("/storm", known))
+    assert_allowed(envoy.get("/storm", known))
 
 
 def test_expired_tokens_with_unknown_kids_never_make_the_filter_refetch(life):
     # Claims are checked before keys are looked up: replaying expired tokens under made-up
     # kids cannot make the filter call the IdP, even when a refetch would be allowed.
-    api = life.api
-    assert_allowed(api.get("/stale", api.mint(server="stale")))
-    expired = [api.mint({"exp": 1_000_000_000, "iat": 999_999_000}, server="stale",
+    envoy, idp = life.envoy, life.idp
+    assert_allowed(envoy.get("/stale", idp.mint(server="stale")))
+    expired = [idp.mint({"exp": 1_000_000_000, "iat": 999_999_000}, server="stale",
                         header={"kid": random_kid()}) for _ in range(20)]
     life.up_for_at_least(MIN_REFETCH_S + 0.2)  # an unknown kid could refetch now
-    before_fetches, before = keys_fetches(api, "stale"), api.stats()
-    for reply, token in zip(concurrently([lambda t=t: api.get("/stale", t) for t in expired]),
+    before_fetches, before = keys_fetches(idp, "stale"), envoy.stats()
+    for reply, token in zip(concurrently([lambda t=t: envoy.get("/stale", t) for t in expired]),
                             expired):
         assert_invalid_token(reply, token)
     time.sleep(0.5)  # a fetch they started would have reached the IdP
-    assert keys_fetches(api, "stale") == before_fetches
-    after = api.stats()
+    assert keys_fetches(idp, "stale") == before_fetches
+    after = envoy.stats()
     assert stat(after, "okta_jwt_denied_expired") - stat(before, "okta_jwt_denied_expired") == 20
     assert stat(after, "okta_jwt_jwks_refetch_unknown_kid_stale") == \
         stat(before, "okta_jwt_jwks_refetch_unknown_kid_stale")
     # The same made-up kid on a token that is still valid does get its refetch (the request
     # waits for it, so it has reached the IdP by the time the 401 comes back).
-    fresh = api.mint(server="stale", header={"kid": kid_of(expired[0])})
-    assert_invalid_token(api.get("/stale", fresh), fresh)
-    assert keys_fetches(api, "stale") == before_fetches + 1
+    fresh = idp.mint(server="stale", header={"kid": kid_of(expired[0])})
+    assert_invalid_token(envoy.get("/stale", fresh), fresh)
+    assert keys_fetches(idp, "stale") == before_fetches + 1
 
 
 @pytest.mark.parametrize("mode", FAULTS)
 def test_failed_refetch_keeps_the_cached_keys(life, mode):
-    api, provider = life.api, f"flaky-{mode}"
+    envoy, idp, provider = life.envoy, life.idp, f"flaky-{mode}"
     path, server = f"/{provider}", LIFE[provider]["server"]
-    known = api.mint(server=server)
-    assert_allowed(api.get(path, known))
+    known = idp.mint(server=server)
+    assert_allowed(envoy.get(path, known))
     life.up_for_at_least(MIN_REFETCH_S + 0.2)
     fault = {"server": server, "mode": mode}
     if mode == "slow":
         fault["delay_ms"] = SLOW_DELAY_MS
-    api.control("fault", fault)
+    idp.control("fault", fault)
     try:
-        before = keys_fetches(api, server)
-        unknown = api.mint(server=server, header={"kid": random_kid()})
+        before = keys_fetches(idp, server)
+        unknown = idp.mint(server=server, header={"kid": random_kid()})
         with ThreadPoolExecutor(max_workers=1) as pool:
             started = time.monotonic()
-            waiting = pool.submit(lambda: (api.get(path, unknown), time.monotonic()))
+            waiting = pool.submit(lambda: (envoy.get(path, unknown), time.monotonic()))
             # During the failing refetch and after it (the first retry is due ~1 s later),
             # the cached key keeps verifying, at once.
             while time.monotonic() < started + FAULT_TIMEOUT_MS / 1000 + 0.8:
                 sent = time.monotonic()
-                assert_allowed(api.get(path, known))
+                assert_allowed(envoy.get(path, known))
                 assert time.monotonic() - sent < 0.8, "a known kid waited for the refetch"
                 time.sleep(0.1)
             reply, answered = waiting.result(timeout=15)
         assert_invalid_token(reply, unknown)
         # It waited for the refetch, at most timeout_ms (not the IdP's 3 s).
         assert answered - started < FAULT_TIMEOUT_MS / 1000 + 1.5
-        assert keys_fetches(api, server) - before >= 1, "the unknown kid caused no refetch"
-        assert_allowed(api.get(path, known))
+        assert keys_fetches(idp, server) - before >= 1, "the unknown kid caused no refetch"
+        assert_allowed(envoy.get(path, known))
     finally:
-        api.control("fault", {"server": server, "mode": "none"})
-    assert_allowed(api.get(path, known))
+        idp.control("fault", {"server": server, "mode": "none"})
+    assert_allowed(envoy.get(path, known))
 
 
 def test_providers_on_two_servers_keep_their_own_lifecycle(life):
-    api = life.api
-    old = {"okta": api.mint(server="default"), "second": api.mint(server="second")}
+    envoy, idp = life.envoy, life.idp
+    old = {"okta": idp.mint(server="default"), "second": idp.mint(server="second")}
     for name, token in old.items():
-        assert_allowed(api.get(f"/{name}", token))
+        assert_allowed(envoy.get(f"/{name}", token))
     life.up_for_at_least(MIN_REFETCH_S + 0.2)
 
     def fetches() -> tuple[int, int]:
-        counts = api.idp_counts()
+        counts = idp.counts()
         return counts.get(keys_path("default"), 0), counts.get(keys_path("second"), 0)
 
     before = fetches()
-    api.control("rotate", {"server": "default"})
-    assert_allowed(api.get("/okta", api.mint(server="default")))  # new kid: one refetch
+    idp.control("rotate", {"server": "default"})
+    assert_allowed(envoy.get("/okta", idp.mint(server="default")))  # new kid: one refetch
     after = fetches()
     assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
-    assert_allowed(api.get("/second", old["second"]))
+    assert_allowed(envoy.get("/second", old["second"]))
 
     time.sleep(MIN_REFETCH_S + 0.2)
-    api.control("rotate", {"server": "second"})
-    assert_allowed(api.get("/second", api.mint(server="second")))
+    idp.control("rotate", {"server": "second"})
+    assert_allowed(envoy.get("/second", idp.mint(server="second")))
     last = fetches()
     assert (last[0] - after[0], last[1] - after[1]) == (0, 1)
-    assert_allowed(api.get("/okta", old["okta"]))  # rotation keeps the previous key published
+    assert_allowed(envoy.get("/okta", old["okta"]))  # rotation keeps the previous key published
 
 
 GAUGE_LAG_S = 0.5  # gauges may be published on the filter's timer rather than at once
 
 
 def test_lifecycle_stats_per_provider(life):
-    api, name = life.api, "metered"
+    envoy, idp, name = life.envoy, life.idp, "metered"
 
     def stats() -> dict[str, int]:
-        s = api.stats()
+        s = envoy.stats()
         return {what: stat(s, f"okta_jwt_jwks_{what}_{name}")
                 for what in ("fetch_success", "fetch_failure", "refetch_unknown_kid",
                              "keys", "age_s")}
@@ -394,8 +396,8 @@ def test_lifecycle_stats_per_provider(life):
         return tuple(now[k] - then[k]
                      for k in ("fetch_success", "fetch_failure", "refetch_unknown_kid"))
 
-    known = api.mint(server=name)
-    assert_allowed(api.get(f"/{name}", known))
+    known = idp.mint(server=name)
+    assert_allowed(envoy.get(f"/{name}", known))
     life.up_for_at_least(MIN_REFETCH_S + 0.2)
     start = stats()
     # Start-up: the set is in place (a start-up attempt may have failed and been retried).
@@ -403,8 +405,8 @@ def test_lifecycle_stats_per_provider(life):
     assert start["keys"] == 2, start  # the IdP publishes two keys
     assert 1 <= start["age_s"] <= time.monotonic() - life.ready_at + 30, start
 
-    api.control("rotate", {"server": name})
-    assert_allowed(api.get(f"/{name}", api.mint(server=name)))  # unknown kid: refetch
+    idp.control("rotate", {"server": name})
+    assert_allowed(envoy.get(f"/{name}", idp.mint(server=name)))  # unknown kid: refetch
     refetched_at = time.monotonic()
     time.sleep(GAUGE_LAG_S)
     rotated = stats()
@@ -412,18 +414,18 @@ def test_lifecycle_stats_per_provider(life):
     assert rotated["keys"] == 2 and rotated["age_s"] <= 1, rotated
 
     time.sleep(MIN_REFETCH_S + 0.2)
-    api.control("fault", {"server": name, "mode": "500"})
+    idp.control("fault", {"server": name, "mode": "500"})
     try:
-        unknown = api.mint(server=name, header={"kid": random_kid()})
-        assert_invalid_token(api.get(f"/{name}", unknown), unknown)  # its refetch fails
+        unknown = idp.mint(server=name, header={"kid": random_kid()})
+        assert_invalid_token(envoy.get(f"/{name}", unknown), unknown)  # its refetch fails
         failed = stats()  # read before the first retry (~1 s later) can fail as well
         assert delta(failed, rotated) == (0, 1, 1), (rotated, failed)
         # The last good set is kept, and so is its age.
         assert failed["keys"] == 2, failed
         assert 1 <= failed["age_s"] <= time.monotonic() - refetched_at + 1, failed
-        assert_allowed(api.get(f"/{name}", known))
+        assert_allowed(envoy.get(f"/{name}", known))
     finally:
-        api.control("fault", {"server": name, "mode": "none"})
+        idp.control("fault", {"server": name, "mode": "none"})
 
 
 # --- 5: IdP down from the start -----------------------------------------------------------
@@ -443,7 +445,7 @@ def test_idp_down_from_the_start_is_503_then_recovers_without_restart(tmp_path, 
         proc, idp_url = harness.start_mock("mock-idp", tmp_path,
                                            ["--listen", "127.0.0.1:0", *args])
         idp_procs.append(proc)
-        idp = Api(idp_url, idp_url, idp_url)  # only its IdP side is used
+        idp = IdpClient(idp_url)
         token = idp.mint()
         if outage == "500":
             idp.control("fault", {"server": "default", "mode": "500"})
@@ -453,13 +455,13 @@ def test_idp_down_from_the_start_is_503_then_recovers_without_restart(tmp_path, 
         envoy_started = time.monotonic()  # (a little before, in fact)
         with own_stack(tmp_path / "stack", idp_url=idp_url,
                        filter_config=lifecycle_config(providers)) as own:
-            api = own.api
+            envoy = own.envoy
             for _ in range(4):
-                assert_keys_unavailable(api.get("/okta", token), 2 * OUTAGE_CACHE_S)
+                assert_keys_unavailable(envoy.get("/okta", token), 2 * OUTAGE_CACHE_S)
                 time.sleep(0.25)
 
             if outage == "500":
-                attempts = idp.idp_counts().get(keys_path("default"), 0)
+                attempts = idp.counts().get(keys_path("default"), 0)
                 down_for = time.monotonic() - envoy_started
                 # One attempt at a time for the whole process, backing off (0, 1, 3, 7 s
                 # ...), however many requests came: never more than this.
@@ -475,7 +477,7 @@ def test_idp_down_from_the_start_is_503_then_recovers_without_restart(tmp_path, 
             recovering = time.monotonic()
             statuses = []
             while True:
-                reply = api.get("/okta", token)
+                reply = envoy.get("/okta", token)
                 statuses.append(reply.status)
                 if reply.status != 503:
                     break
@@ -486,11 +488,11 @@ def test_idp_down_from_the_start_is_503_then_recovers_without_restart(tmp_path, 
             assert_allowed(reply)
             time.sleep(ADOPT_S)
             for _ in range(6):  # whichever worker takes them
-                assert_allowed(api.get("/okta", token))
+                assert_allowed(envoy.get("/okta", token))
             assert own.stack.processes["envoy"].alive
             if outage == "not_listening":
                 # The IdP that came back served one fetch, for every worker.
-                assert keys_fetches(idp, "default") == 1, idp.idp_counts()
+                assert keys_fetches(idp, "default") == 1, idp.counts()
     finally:
         for proc in idp_procs:
             proc.stop()
@@ -517,14 +519,14 @@ def test_cache_control_max_age_sets_the_refresh_and_is_clamped(tmp_path, key_dir
                 tmp_path / f"max-age-{max_age}", filter_config=lifecycle_config(providers),
                 idp_args=idp_args(key_dir, providers, "--max-age", str(max_age))))
         for o in own.values():
-            assert_allowed(o.api.get("/okta", o.api.mint()))
+            assert_allowed(o.envoy.get("/okta", o.idp.mint()))
 
         # When each IdP saw each keys fetch.
         seen = {max_age: [] for max_age in own}
         end = max(own[m].ready_at + fresh + SLACK_S for m, fresh in expected_fresh.items())
         while time.monotonic() < end:
             for max_age, o in own.items():
-                count = keys_fetches(o.api, "default")
+                count = keys_fetches(o.idp, "default")
                 while len(seen[max_age]) < count:
                     seen[max_age].append(time.monotonic())
             time.sleep(0.25)
@@ -537,4 +539,4 @@ def test_cache_control_max_age_sets_the_refresh_and_is_clamped(tmp_path, key_dir
             assert fetches[1] - started[max_age] > NO_REFRESH_BEFORE_S, (max_age, timeline)
             assert fetches[1] - own[max_age].ready_at <= fresh + SLACK_S, (max_age, timeline)
         for o in own.values():
-            assert_allowed(o.api.get("/okta", o.api.mint()))
+            assert_allowed(o.envoy.get("/okta", o.idp.mint()))

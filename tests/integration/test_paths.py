@@ -4,7 +4,7 @@ byte for byte (http.client), never normalized by the client."""
 
 import pytest
 
-from client import (assert_allowed, assert_claim_denied, assert_denied,
+from assertions import (assert_allowed, assert_claim_denied, assert_denied,
                     assert_insufficient_scope, assert_no_token)
 
 READER_ADMIN = {"scp": ["orders:read"], "groups": ["Admins"]}  # may read, may not write
@@ -22,9 +22,9 @@ def assert_bad_path(reply):
     "/public/%2E%2E/api/orders",
     "/healthz/x/../../api/orders",
 ])
-def test_dot_segments_never_make_a_protected_path_public(api, path):
+def test_dot_segments_never_make_a_protected_path_public(envoy, path):
     # Either refused as unsafe, or resolved to /api/orders (which needs a token).
-    reply = api.get(path)
+    reply = envoy.get(path)
     if reply.status == 400:
         assert_bad_path(reply)
     else:
@@ -32,9 +32,9 @@ def test_dot_segments_never_make_a_protected_path_public(api, path):
 
 
 @pytest.mark.parametrize("path", ["/healthz/../api/orders", "/public/%2e%2e/api/orders"])
-def test_dot_segments_resolve_to_the_rule_of_the_target(api, path):
+def test_dot_segments_resolve_to_the_rule_of_the_target(envoy, idp, path):
     # Resolved, POST /api/orders demands orders:write; refusing the path is fine too.
-    reply = api.request("POST", path, api.mint(READER_ADMIN), body=b"{}")
+    reply = envoy.request("POST", path, idp.mint(READER_ADMIN), body=b"{}")
     if reply.status == 400:
         assert_bad_path(reply)
     else:
@@ -48,8 +48,8 @@ def test_dot_segments_resolve_to_the_rule_of_the_target(api, path):
     "/healthz/../..",
     "/%2e%2e/healthz",
 ])
-def test_dot_dot_above_the_root_is_400(api, path):
-    assert_bad_path(api.get(path))
+def test_dot_dot_above_the_root_is_400(envoy, path):
+    assert_bad_path(envoy.get(path))
 
 
 @pytest.mark.parametrize("path", [
@@ -62,12 +62,12 @@ def test_dot_dot_above_the_root_is_400(api, path):
     "/public%00",
     "/healthz%00/x",
 ])
-def test_encoded_slash_backslash_or_nul_is_400(api, path):
-    assert_bad_path(api.get(path))
+def test_encoded_slash_backslash_or_nul_is_400(envoy, path):
+    assert_bad_path(envoy.get(path))
 
 
-def test_bad_paths_are_400_even_with_a_valid_token(api):
-    assert_bad_path(api.get("/api%2Forders", api.mint()))
+def test_bad_paths_are_400_even_with_a_valid_token(envoy, idp):
+    assert_bad_path(envoy.get("/api%2Forders", idp.mint()))
 
 
 @pytest.mark.parametrize("path", [
@@ -80,20 +80,20 @@ def test_bad_paths_are_400_even_with_a_valid_token(api):
     "/healthz?next=/../../api/orders",
     "/healthz?q=%2F%00",
 ])
-def test_normalized_paths_match_their_rule(api, path):
-    assert_allowed(api.get(path))  # all of them are /healthz: auth none
+def test_normalized_paths_match_their_rule(envoy, path):
+    assert_allowed(envoy.get(path))  # all of them are /healthz: auth none
 
 
 @pytest.mark.parametrize("path", ["/api//orders", "/api/./orders", "//api///orders",
                                   "/api/%6Frders", "/%61pi/orders"])
-def test_normalized_paths_get_the_protected_rule(api, path):
+def test_normalized_paths_get_the_protected_rule(envoy, idp, path):
     # The POST rule applies: a reader gets 403 insufficient_scope, not the no-rule default.
-    reply = api.request("POST", path, api.mint(READER_ADMIN), body=b"{}")
+    reply = envoy.request("POST", path, idp.mint(READER_ADMIN), body=b"{}")
     assert_insufficient_scope(reply, "orders:write")
 
 
-def test_template_parameters_are_normalized_before_equals_param(api):
-    token = api.mint({"uid": "00u-demo-user"})
-    assert_allowed(api.get("/users/%30%30u-demo-user/profile", token))
-    assert_claim_denied(api.get("/users/00u-demo-user/../00u-other/profile", token))
+def test_template_parameters_are_normalized_before_equals_param(envoy, idp):
+    token = idp.mint({"uid": "00u-demo-user"})
+    assert_allowed(envoy.get("/users/%30%30u-demo-user/profile", token))
+    assert_claim_denied(envoy.get("/users/00u-demo-user/../00u-other/profile", token))
 

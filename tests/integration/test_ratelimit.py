@@ -24,9 +24,11 @@ from typing import Callable, Iterator
 import pytest
 
 import harness
-from client import (REALM, Api, Reply, assert_allowed, assert_denied,
-                    assert_insufficient_scope, assert_invalid_token, assert_no_token,
-                    connections_per_worker, idp_provider, stat, workers_used)
+from assertions import (assert_allowed, assert_denied, assert_insufficient_scope,
+                        assert_invalid_token, assert_no_token)
+from envoy_client import EnvoyClient, Reply, connections_per_worker, stat, workers_used
+from filter_config import REALM, idp_provider
+from idp_client import IdpClient
 
 pytestmark = pytest.mark.local_only
 
@@ -62,19 +64,31 @@ def ratelimit_config(variables: dict[str, str]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory) -> Iterator[Api]:
-    """This module's own stack (shadows the session's `api`)."""
+def own(tmp_path_factory) -> Iterator[harness.Stack]:
+    """This module's own stack, once its provider has keys."""
     stack = harness.start_stack(tmp_path_factory.mktemp("ratelimit"), concurrency=WORKERS,
                                 filter_config=ratelimit_config,
                                 idp_args=["--servers", "default"])  # the only server used
     try:
-        api = Api(stack.envoy_url, stack.idp_url, stack.admin_url)
-        token = api.mint()
-        harness.wait_until(lambda: api.get("/plain", token).status == 200, 30,
+        token = IdpClient(stack.idp_url).mint()
+        envoy = EnvoyClient(stack.envoy_url, stack.admin_url)
+        harness.wait_until(lambda: envoy.get("/plain", token).status == 200, 30,
                            "the provider to have keys", interval=0.25)
-        yield api
+        yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="module")
+def envoy(own) -> EnvoyClient:
+    """This module's Envoy (shadows the session's `envoy`)."""
+    return EnvoyClient(own.envoy_url, own.admin_url)
+
+
+@pytest.fixture(scope="module")
+def idp(own) -> IdpClient:
+    """This module's IdP (shadows the session's `idp`)."""
+    return IdpClient(own.idp_url)
 
 
 def new_sub() -> str:
@@ -141,8 +155,8 @@ def assert_limited(reply: Reply, limit: dict) -> int:
     return retry_after
 
 
-def rule_stats(api: Api, path: str) -> dict[str, int]:
-    s, i = api.stats(), RULE[path]
+def rule_stats(envoy: EnvoyClient, path: str) -> dict[str, int]:
+    s, i = envoy.stats(), RULE[path]
     return {"admitted": stat(s, f"okta_jwt_ratelimit_admitted_rule_{i}"),
             "limited": stat(s, f"okta_jwt_ratelimit_limited_rule_{i}"),
             "denied": stat(s, "okta_jwt_denied_rate_limited")}
@@ -154,17 +168,17 @@ CONCURRENT = 40
 ROUNDS = 3
 
 
-def test_concurrent_burst_admits_exactly_the_burst_across_four_workers(api):
+def test_concurrent_burst_admits_exactly_the_burst_across_four_workers(envoy, idp):
     """40 requests of one `sub` at once, over 40 connections: exactly `burst` pass, every
     round; each admitted request saw its own `RateLimit-Remaining` (4, 3, 2, 1, 0 in some
     order); the rule's counters grow by exactly the 200s and 429s."""
     observed = []
-    cx_before = connections_per_worker(api)
+    cx_before = connections_per_worker(envoy)
     for _ in range(ROUNDS):
-        token = api.mint({"sub": new_sub()})
-        before = rule_stats(api, "/burst")
-        replies = at_once(lambda: api.get("/burst", token), CONCURRENT)
-        after = rule_stats(api, "/burst")
+        token = idp.mint({"sub": new_sub()})
+        before = rule_stats(envoy, "/burst")
+        replies = at_once(lambda: envoy.get("/burst", token), CONCURRENT)
+        after = rule_stats(envoy, "/burst")
         counts = statuses(replies)
         observed.append(counts[200])
         assert counts == {200: BURST["burst"], 429: CONCURRENT - BURST["burst"]}, counts
@@ -176,120 +190,120 @@ def test_concurrent_burst_admits_exactly_the_burst_across_four_workers(api):
         assert {k: after[k] - before[k] for k in after} == \
             {"admitted": counts[200], "limited": counts[429], "denied": counts[429]}, \
             (before, after)
-    used = workers_used(cx_before, connections_per_worker(api))
+    used = workers_used(cx_before, connections_per_worker(envoy))
     print(f"admitted per round of {CONCURRENT} over {used} workers: {observed}")
     assert used >= 2, "precondition: the requests should have reached several workers"
 
 
 # --- 2: one bucket per key value ---------------------------------------------------------
 
-def test_another_sub_has_its_own_bucket(api):
-    spent, fresh = api.mint({"sub": new_sub()}), api.mint({"sub": new_sub()})
+def test_another_sub_has_its_own_bucket(envoy, idp):
+    spent, fresh = idp.mint({"sub": new_sub()}), idp.mint({"sub": new_sub()})
     for _ in range(BURST["burst"]):
-        assert_admitted(api.get("/burst", spent), BURST)
-    assert_limited(api.get("/burst", spent), BURST)
-    assert assert_admitted(api.get("/burst", fresh), BURST) == BURST["burst"] - 1
-    assert_limited(api.get("/burst", spent), BURST)
+        assert_admitted(envoy.get("/burst", spent), BURST)
+    assert_limited(envoy.get("/burst", spent), BURST)
+    assert assert_admitted(envoy.get("/burst", fresh), BURST) == BURST["burst"] - 1
+    assert_limited(envoy.get("/burst", spent), BURST)
 
 
 # --- 3: continuous refill ----------------------------------------------------------------
 
-def test_bucket_refills_after_the_period(api):
+def test_bucket_refills_after_the_period(envoy, idp):
     """1 request per 2 s, burst 1. The times are bounds on when the filter charged: after a
     request is sent and before its answer arrives."""
-    token = api.mint({"sub": new_sub()})
+    token = idp.mint({"sub": new_sub()})
     sent = time.monotonic()
-    assert_admitted(api.get("/refill", token), REFILL)
+    assert_admitted(envoy.get("/refill", token), REFILL)
     spent_by = time.monotonic()
-    assert assert_limited(api.get("/refill", token), REFILL) in (1, 2)
+    assert assert_limited(envoy.get("/refill", token), REFILL) in (1, 2)
 
     # Half a period later: half a token, still limited, one second to wait (two if the
     # first charge came late within its round trip).
     time.sleep(max(0.0, sent + 1.0 - time.monotonic()))
-    reply = api.get("/refill", token)
+    reply = envoy.get("/refill", token)
     assert time.monotonic() - sent < 2.0, "too slow to test the half-way point"
     assert assert_limited(reply, REFILL) in (1, 2)
 
     # A full period after the charge: admitted again, and empty again at once.
     time.sleep(max(0.0, spent_by + REFILL["per_s"] + 0.1 - time.monotonic()))
-    assert assert_admitted(api.get("/refill", token), REFILL) == 0
-    assert assert_limited(api.get("/refill", token), REFILL) in (1, 2)
+    assert assert_admitted(envoy.get("/refill", token), REFILL) == 0
+    assert assert_limited(envoy.get("/refill", token), REFILL) in (1, 2)
 
 
 # --- 4: ip and header keys -----------------------------------------------------------------
 
-def test_ip_key_is_the_client_address_without_its_port(api):
+def test_ip_key_is_the_client_address_without_its_port(envoy):
     """Every connection from 127.0.0.1 (each from its own port) spends the same bucket;
     127.0.0.2 has its own."""
     n = 10
-    replies = at_once(lambda: api.get("/ip"), n)
+    replies = at_once(lambda: envoy.get("/ip"), n)
     assert statuses(replies) == {200: IP["requests"], 429: n - IP["requests"]}, \
         statuses(replies)
     for r in replies:
         if r.status == 429:
             assert_limited(r, IP)
-    other = [api.get("/ip", source="127.0.0.2") for _ in range(IP["requests"] + 1)]
+    other = [envoy.get("/ip", source="127.0.0.2") for _ in range(IP["requests"] + 1)]
     assert [r.status for r in other] == [200] * IP["requests"] + [429], other
-    assert_limited(api.get("/ip"), IP)
+    assert_limited(envoy.get("/ip"), IP)
 
 
-def test_header_key_values_have_their_own_buckets_and_missing_is_the_empty_key(api):
+def test_header_key_values_have_their_own_buckets_and_missing_is_the_empty_key(envoy):
     per = API_KEY["requests"]
     first, second = uuid.uuid4().hex, uuid.uuid4().hex
     for key in (first, second):
-        replies = [api.get("/apikey", headers={"x-api-key": key}) for _ in range(per + 2)]
+        replies = [envoy.get("/apikey", headers={"x-api-key": key}) for _ in range(per + 2)]
         assert [r.status for r in replies] == [200] * per + [429] * 2, (key, replies)
     # No header: the empty key, a bucket of its own (the others are spent, this one not).
-    missing = [api.get("/apikey") for _ in range(per + 1)]
+    missing = [envoy.get("/apikey") for _ in range(per + 1)]
     assert [r.status for r in missing] == [200] * per + [429], missing
     assert_limited(missing[-1], API_KEY)
     # A third value is still fresh: the missing header spent none of it.
-    assert assert_admitted(api.get("/apikey", headers={"x-api-key": uuid.uuid4().hex}),
+    assert assert_admitted(envoy.get("/apikey", headers={"x-api-key": uuid.uuid4().hex}),
                            API_KEY) == per - 1
 
 
 # --- 5: the response fields ----------------------------------------------------------------
 
-def test_rate_limit_fields_count_down_then_429(api):
-    token = api.mint({"sub": new_sub()})
+def test_rate_limit_fields_count_down_then_429(envoy, idp):
+    token = idp.mint({"sub": new_sub()})
     resets = []
     for expected in range(BURST["burst"] - 1, -1, -1):  # 4, 3, 2, 1, 0
-        reply = api.get("/burst", token)
+        reply = envoy.get("/burst", token)
         assert assert_admitted(reply, BURST) == expected, reply
         resets.append(header_int(reply, "ratelimit-reset"))
     # Fewer tokens, longer until the bucket is full again.
     assert resets == sorted(resets) and resets[0] < resets[-1], resets
-    reply = api.get("/burst", token)
+    reply = envoy.get("/burst", token)
     assert_limited(reply, BURST)
     assert header_int(reply, "ratelimit-reset") >= resets[-1] - 1, (resets, reply)
     # A rule without limits adds no RateLimit-* field.
-    plain = api.get("/plain", token)
+    plain = envoy.get("/plain", token)
     assert_allowed(plain)
     assert [k for k, _ in plain.headers if k.startswith("ratelimit-")] == [], plain
 
 
 # --- 6: limits come after authentication and authorization --------------------------------
 
-def test_invalid_token_gets_401_and_spends_nothing(api):
+def test_invalid_token_gets_401_and_spends_nothing(envoy, idp):
     sub = new_sub()
-    rogue = api.mint({"sub": sub}, signing_key="rogue")  # bad signature, same sub
-    for reply in at_once(lambda: api.get("/burst", rogue), 12):
+    rogue = idp.mint({"sub": sub}, signing_key="rogue")  # bad signature, same sub
+    for reply in at_once(lambda: envoy.get("/burst", rogue), 12):
         assert_invalid_token(reply, rogue)
     for _ in range(3):
-        assert_no_token(api.get("/burst"))
-    token = api.mint({"sub": sub})
-    replies = [api.get("/burst", token) for _ in range(BURST["burst"] + 1)]
+        assert_no_token(envoy.get("/burst"))
+    token = idp.mint({"sub": sub})
+    replies = [envoy.get("/burst", token) for _ in range(BURST["burst"] + 1)]
     assert [r.status for r in replies] == [200] * BURST["burst"] + [429], replies
     assert assert_admitted(replies[0], BURST) == BURST["burst"] - 1
 
 
-def test_insufficient_scope_gets_403_and_spends_nothing(api):
+def test_insufficient_scope_gets_403_and_spends_nothing(envoy, idp):
     sub = new_sub()
-    unscoped = api.mint({"sub": sub, "scp": ["orders:read"]})
+    unscoped = idp.mint({"sub": sub, "scp": ["orders:read"]})
     for _ in range(SCOPED["requests"] + 2):
-        assert_insufficient_scope(api.get("/scoped", unscoped), "orders:write")
-    scoped = api.mint({"sub": sub, "scp": ["orders:write"]})
-    replies = [api.get("/scoped", scoped) for _ in range(SCOPED["requests"] + 1)]
+        assert_insufficient_scope(envoy.get("/scoped", unscoped), "orders:write")
+    scoped = idp.mint({"sub": sub, "scp": ["orders:write"]})
+    replies = [envoy.get("/scoped", scoped) for _ in range(SCOPED["requests"] + 1)]
     assert [r.status for r in replies] == [200] * SCOPED["requests"] + [429], replies
 
 
@@ -301,16 +315,16 @@ GAUGE_AFTER_S = 1.2  # the bucket gauge is published about once a second
 
 
 @pytest.mark.slow
-def test_key_flood_stays_within_max_keys_and_overflow_stays_strict(api):
+def test_key_flood_stays_within_max_keys_and_overflow_stays_strict(envoy):
     run = uuid.uuid4().hex[:8]
     headers = [{"x-key": f"{run}-{i}"} for i in range(FLOOD_KEYS)]
-    before = rule_stats(api, "/flood")
+    before = rule_stats(envoy, "/flood")
     started = time.monotonic()
-    flood = Counter(api.send_many("GET", "/flood", headers, connections=FLOOD_CONNECTIONS))
+    flood = Counter(envoy.send_many("GET", "/flood", headers, connections=FLOOD_CONNECTIONS))
     took = time.monotonic() - started
     time.sleep(GAUGE_AFTER_S)
-    after = rule_stats(api, "/flood")
-    buckets = stat(api.stats("okta_jwt_ratelimit_buckets"),
+    after = rule_stats(envoy, "/flood")
+    buckets = stat(envoy.stats("okta_jwt_ratelimit_buckets"),
                    f"okta_jwt_ratelimit_buckets_rule_{RULE['/flood']}_limit_0")
     print(f"{FLOOD_KEYS} distinct keys in {took:.1f} s ({FLOOD_KEYS / took:.0f} req/s): "
           f"{dict(flood)}; buckets in use {buckets}")
@@ -325,10 +339,10 @@ def test_key_flood_stays_within_max_keys_and_overflow_stays_strict(api):
 
     # The table is full and the overflow bucket spent: brand-new keys are limited, not
     # unlimited, whether each comes once or one comes again and again.
-    newcomers = [api.get("/flood", headers={"x-key": f"new-{uuid.uuid4().hex}"})
+    newcomers = [envoy.get("/flood", headers={"x-key": f"new-{uuid.uuid4().hex}"})
                  for _ in range(10)]
     assert statuses(newcomers) == {429: 10}, newcomers
     for r in newcomers:
         assert_limited(r, FLOOD)
     one = {"x-key": f"new-{uuid.uuid4().hex}"}
-    assert statuses([api.get("/flood", headers=one) for _ in range(5)]) == {429: 5}
+    assert statuses([envoy.get("/flood", headers=one) for _ in range(5)]) == {429: 5}

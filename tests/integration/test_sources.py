@@ -4,7 +4,7 @@ Authorization header. A token taken from a source is removed before the upstream
 
 import urllib.parse
 
-from client import assert_allowed, assert_invalid_token, assert_no_token
+from assertions import assert_allowed, assert_invalid_token, assert_no_token
 
 
 def _cookies(header: str | None) -> dict[str, str]:
@@ -17,52 +17,52 @@ def _split(path: str) -> tuple[str, list[tuple[str, str]]]:
     return base, urllib.parse.parse_qsl(query, keep_blank_values=True)
 
 
-def test_query_token_is_used_and_removed(api):
-    token = api.mint()
-    echo = assert_allowed(api.get(f"/query/items?a=1&access_token={token}&b=x%20y"))
+def test_query_token_is_used_and_removed(envoy, idp):
+    token = idp.mint()
+    echo = assert_allowed(envoy.get(f"/query/items?a=1&access_token={token}&b=x%20y"))
     base, params = _split(echo["path"])
     assert token not in echo["path"]
     assert base == "/query/items" and params == [("a", "1"), ("b", "x y")]
     assert echo["headers"]["x-jwt-sub"] == "alice@example.com"
 
 
-def test_query_token_alone_leaves_no_parameter(api):
-    token = api.mint()
-    echo = assert_allowed(api.get(f"/query?access_token={token}"))
+def test_query_token_alone_leaves_no_parameter(envoy, idp):
+    token = idp.mint()
+    echo = assert_allowed(envoy.get(f"/query?access_token={token}"))
     assert _split(echo["path"]) == ("/query", [])
 
 
-def test_cookie_token_is_used_and_removed(api):
-    token = api.mint()
-    echo = assert_allowed(api.get("/cookie", headers={
+def test_cookie_token_is_used_and_removed(envoy, idp):
+    token = idp.mint()
+    echo = assert_allowed(envoy.get("/cookie", headers={
         "cookie": f"theme=dark; access_token={token}; lang=en"}))
     assert token not in str(echo["headers"])
     assert _cookies(echo["headers"].get("cookie")) == {"theme": "dark", "lang": "en"}
 
 
-def test_cookie_token_alone_leaves_no_cookie(api):
-    token = api.mint()
-    echo = assert_allowed(api.get("/cookie", headers={"cookie": f"access_token={token}"}))
+def test_cookie_token_alone_leaves_no_cookie(envoy, idp):
+    token = idp.mint()
+    echo = assert_allowed(envoy.get("/cookie", headers={"cookie": f"access_token={token}"}))
     assert _cookies(echo["headers"].get("cookie")) == {}
 
 
-def test_first_present_source_is_the_token(api):
-    good, bad = api.mint(), api.mint(signing_key="rogue")
+def test_first_present_source_is_the_token(envoy, idp):
+    good, bad = idp.mint(), idp.mint(signing_key="rogue")
     # "browser" tries the cookie first: the query parameter is not looked at.
-    assert_allowed(api.get(f"/query?access_token={bad}", headers={"cookie": f"access_token={good}"}))
-    reply = api.get(f"/query?access_token={good}", headers={"cookie": f"access_token={bad}"})
+    assert_allowed(envoy.get(f"/query?access_token={bad}", headers={"cookie": f"access_token={good}"}))
+    reply = envoy.get(f"/query?access_token={good}", headers={"cookie": f"access_token={bad}"})
     assert_invalid_token(reply, bad)
 
 
-def test_invalid_query_token_is_401(api):
-    token = api.mint(signing_key="rogue")
-    assert_invalid_token(api.get(f"/query?access_token={token}"), token)
+def test_invalid_query_token_is_401(envoy, idp):
+    token = idp.mint(signing_key="rogue")
+    assert_invalid_token(envoy.get(f"/query?access_token={token}"), token)
 
 
-def test_sources_belong_to_their_provider(api):
-    token = api.mint()
+def test_sources_belong_to_their_provider(envoy, idp):
+    token = idp.mint()
     # "browser" does not read the Authorization header ...
-    assert_no_token(api.get("/cookie", token))
+    assert_no_token(envoy.get("/cookie", token))
     # ... and "okta" (the only provider of /api/orders) reads nothing else.
-    assert_no_token(api.get(f"/api/orders?access_token={token}"))
-    assert_no_token(api.get("/api/orders", headers={"cookie": f"access_token={token}"}))
+    assert_no_token(envoy.get(f"/api/orders?access_token={token}"))
+    assert_no_token(envoy.get("/api/orders", headers={"cookie": f"access_token={token}"}))

@@ -4,23 +4,23 @@ import re
 
 import pytest
 
-from client import (assert_allowed, assert_denied, assert_invalid_token, assert_no_token,
-                    counter)
+from assertions import assert_allowed, assert_denied, assert_invalid_token, assert_no_token
+from envoy_client import counter
 from harness import wait_until
 
 ORDERS = "/api/orders"
 
 
-def test_allowed_and_denied_counters_increase(api):
-    before = api.stats()
+def test_allowed_and_denied_counters_increase(envoy, idp):
+    before = envoy.stats()
     for _ in range(2):
-        assert_allowed(api.get(ORDERS, api.mint()))
-    assert_no_token(api.get(ORDERS))
-    expired = api.mint({"exp": 1_000_000_000, "iat": 999_999_000})
-    assert_invalid_token(api.get(ORDERS, expired))
-    rogue = api.mint(signing_key="rogue")
-    assert_invalid_token(api.get(ORDERS, rogue))
-    after = api.stats()
+        assert_allowed(envoy.get(ORDERS, idp.mint()))
+    assert_no_token(envoy.get(ORDERS))
+    expired = idp.mint({"exp": 1_000_000_000, "iat": 999_999_000})
+    assert_invalid_token(envoy.get(ORDERS, expired))
+    rogue = idp.mint(signing_key="rogue")
+    assert_invalid_token(envoy.get(ORDERS, rogue))
+    after = envoy.stats()
     assert counter(after, "okta_jwt_allowed") - counter(before, "okta_jwt_allowed") == 2, after
     assert counter(after, "okta_jwt_denied") - counter(before, "okta_jwt_denied") == 3, after
     # The reason is part of the counter's name.
@@ -28,27 +28,27 @@ def test_allowed_and_denied_counters_increase(api):
     assert any("expir" in k for k in grew), grew
 
 
-def test_jwks_fetch_counters(api):
-    assert_allowed(api.get(ORDERS, api.mint()))
-    assert_denied(api.get("/broken", api.mint(server="broken")), 503)
-    stats = api.stats()
+def test_jwks_fetch_counters(envoy, idp):
+    assert_allowed(envoy.get(ORDERS, idp.mint()))
+    assert_denied(envoy.get("/broken", idp.mint(server="broken")), 503)
+    stats = envoy.stats()
     assert counter(stats, "okta_jwt_jwks_fetch_success") >= 1, stats
     assert counter(stats, "okta_jwt_jwks_fetch_failure") >= 1, stats
 
 
-def test_counters_are_in_the_prometheus_output(api):
-    assert_allowed(api.get(ORDERS, api.mint()))
-    text = api.http.get(f"{api.admin_url}/stats/prometheus", timeout=api.timeout).text
+def test_counters_are_in_the_prometheus_output(envoy, idp):
+    assert_allowed(envoy.get(ORDERS, idp.mint()))
+    text = envoy.prometheus()
     assert re.search(r"^\S*okta_jwt_allowed\S*\s+[1-9]\d*$", text, re.M), text[-2000:]
 
 
 @pytest.mark.local_only
-def test_denial_is_logged_once_with_reason_and_request_id_never_the_token(api, envoy_proc,
-                                                                          unique):
+def test_denial_is_logged_once_with_reason_and_request_id_never_the_token(envoy, idp,
+                                                                          envoy_proc, unique):
     request_id = f"it-{unique}"
     sub = f"user-{unique}"
-    token = api.mint({"sub": sub, "exp": 1_000_000_000, "iat": 999_999_000})
-    assert_invalid_token(api.get(ORDERS, token, headers={"x-request-id": request_id}), token)
+    token = idp.mint({"sub": sub, "exp": 1_000_000_000, "iat": 999_999_000})
+    assert_invalid_token(envoy.get(ORDERS, token, headers={"x-request-id": request_id}), token)
 
     def denial_lines():
         return [l for l in envoy_proc.stderr().splitlines() if request_id in l]
@@ -67,20 +67,20 @@ def test_denial_is_logged_once_with_reason_and_request_id_never_the_token(api, e
 
 
 @pytest.mark.local_only
-def test_tokens_never_reach_the_logs(api, envoy_proc, unique):
+def test_tokens_never_reach_the_logs(envoy, idp, envoy_proc, unique):
     tokens = {
-        "header": api.mint({"sub": f"a-{unique}"}, signing_key="rogue"),
-        "expired": api.mint({"exp": 1_000_000_000, "iat": 999_999_000}),
-        "query": api.mint(signing_key="rogue"),
-        "cookie": api.mint({"aud": "api://other"}),
-        "allowed": api.mint(),
+        "header": idp.mint({"sub": f"a-{unique}"}, signing_key="rogue"),
+        "expired": idp.mint({"exp": 1_000_000_000, "iat": 999_999_000}),
+        "query": idp.mint(signing_key="rogue"),
+        "cookie": idp.mint({"aud": "api://other"}),
+        "allowed": idp.mint(),
     }
-    assert_invalid_token(api.get(ORDERS, tokens["header"]))
-    assert_invalid_token(api.get(ORDERS, tokens["expired"]))
-    assert_invalid_token(api.get(f"/query?access_token={tokens['query']}"))
-    assert_invalid_token(api.get("/cookie", headers={"cookie": f"access_token={tokens['cookie']}"}))
+    assert_invalid_token(envoy.get(ORDERS, tokens["header"]))
+    assert_invalid_token(envoy.get(ORDERS, tokens["expired"]))
+    assert_invalid_token(envoy.get(f"/query?access_token={tokens['query']}"))
+    assert_invalid_token(envoy.get("/cookie", headers={"cookie": f"access_token={tokens['cookie']}"}))
     request_id = f"it-last-{unique}"
-    assert_allowed(api.get(ORDERS, tokens["allowed"], headers={"x-request-id": request_id}))
+    assert_allowed(envoy.get(ORDERS, tokens["allowed"], headers={"x-request-id": request_id}))
     # The access log line of the last request comes after every log line of the others.
     wait_until(lambda: request_id in envoy_proc.stdout(), 10, "the access log line")
     log = envoy_proc.output()

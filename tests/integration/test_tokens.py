@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from client import assert_allowed, assert_denied, assert_invalid_token, assert_no_token, b64url
+from assertions import assert_allowed, assert_denied, assert_invalid_token, assert_no_token
+from idp_client import b64url
 
 READ = "/api/orders"  # GET needs orders:read, which minted tokens carry by default
 
@@ -15,36 +16,36 @@ def now() -> int:
     return int(time.time())
 
 
-def test_minted_token_is_allowed(api):
-    echo = assert_allowed(api.get(READ, api.mint()))
+def test_minted_token_is_allowed(envoy, idp):
+    echo = assert_allowed(envoy.get(READ, idp.mint()))
     assert echo["method"] == "GET" and echo["path"] == READ
 
 
-def test_token_from_the_token_endpoint_is_allowed(api):
-    r = api.token_endpoint(auth=("0oa-demo-client", "demo-secret"),
+def test_token_from_the_token_endpoint_is_allowed(envoy, idp):
+    r = idp.token_endpoint(auth=("0oa-demo-client", "demo-secret"),
                            data={"grant_type": "client_credentials", "scope": "orders:read"})
     assert r.status_code == 200, r.text
-    assert_allowed(api.get(READ, r.json()["access_token"]))
+    assert_allowed(envoy.get(READ, r.json()["access_token"]))
 
 
-def test_missing_token_is_401_with_bare_challenge(api):
-    assert_no_token(api.get(READ))
+def test_missing_token_is_401_with_bare_challenge(envoy):
+    assert_no_token(envoy.get(READ))
 
 
-def test_path_matching_no_rule_requires_a_token(api):
-    assert_no_token(api.get("/matches/no/rule"))
-    assert_allowed(api.get("/matches/no/rule", api.mint()))
+def test_path_matching_no_rule_requires_a_token(envoy, idp):
+    assert_no_token(envoy.get("/matches/no/rule"))
+    assert_allowed(envoy.get("/matches/no/rule", idp.mint()))
 
 
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
-def test_bearer_prefix_is_case_insensitive(api, scheme):
-    assert_allowed(api.get(READ, headers={"authorization": f"{scheme} {api.mint()}"}))
+def test_bearer_prefix_is_case_insensitive(envoy, idp, scheme):
+    assert_allowed(envoy.get(READ, headers={"authorization": f"{scheme} {idp.mint()}"}))
 
 
-def test_other_authorization_schemes_are_not_tokens(api):
+def test_other_authorization_schemes_are_not_tokens(envoy):
     # Whether a non-Bearer Authorization counts as "no token" or as a bad one is open;
     # either way it is a 401 from the filter.
-    reply = api.get(READ, headers={"authorization": "Basic MG9hLWRlbW8tY2xpZW50OmRlbW8tc2VjcmV0"})
+    reply = envoy.get(READ, headers={"authorization": "Basic MG9hLWRlbW8tY2xpZW50OmRlbW8tc2VjcmV0"})
     assert_denied(reply, 401, challenge=re.compile(
         r'Bearer realm="api"(, error="invalid_token", error_description="[^"]+")?'))
 
@@ -68,9 +69,9 @@ def _reshape(token: str, how: str) -> str:
 @pytest.mark.parametrize("how", ["two segments", "four segments", "JWE shape", "padded",
                                  "not base64url", "header not JSON", "payload not JSON",
                                  "payload not an object", "JSON serialization", "garbage"])
-def test_malformed_token_is_invalid(api, how):
-    token = _reshape(api.mint(), how)
-    assert_invalid_token(api.get(READ, token), token)
+def test_malformed_token_is_invalid(envoy, idp, how):
+    token = _reshape(idp.mint(), how)
+    assert_invalid_token(envoy.get(READ, token), token)
 
 
 # Time claims are built when the test runs (not at collection), relative to `t` = now.
@@ -84,9 +85,9 @@ def test_malformed_token_is_invalid(api, how):
     pytest.param(lambda t: {"iat": t + 600}, id="iat in the future"),
     pytest.param(lambda t: {"iat": "recently"}, id="iat a string"),
 ])
-def test_bad_time_claims_are_invalid(api, claims):
-    token = api.mint(claims(now()))
-    assert_invalid_token(api.get(READ, token), token)
+def test_bad_time_claims_are_invalid(envoy, idp, claims):
+    token = idp.mint(claims(now()))
+    assert_invalid_token(envoy.get(READ, token), token)
 
 
 @pytest.mark.parametrize("claims", [
@@ -95,8 +96,8 @@ def test_bad_time_claims_are_invalid(api, claims):
     pytest.param(lambda t: {"iat": t + 20}, id="iat within skew"),
     pytest.param(lambda t: {"nbf": None, "iat": None}, id="no nbf, no iat"),
 ])
-def test_time_claims_within_skew_are_allowed(api, claims):
-    assert_allowed(api.get(READ, api.mint(claims(now()))))
+def test_time_claims_within_skew_are_allowed(envoy, idp, claims):
+    assert_allowed(envoy.get(READ, idp.mint(claims(now()))))
 
 
 def _other_port(issuer: str) -> str:
@@ -109,43 +110,43 @@ def _other_port(issuer: str) -> str:
 
 
 @pytest.mark.parametrize("issuer", [
-    pytest.param(lambda api: api.issuer() + "/", id="trailing slash"),
-    pytest.param(lambda api: _other_port(api.issuer()), id="other port"),
-    pytest.param(lambda api: api.issuer().upper(), id="other case"),
-    pytest.param(lambda api: api.issuer("second"), id="other authorization server"),
-    pytest.param(lambda api: None, id="no iss"),
+    pytest.param(lambda idp: idp.issuer() + "/", id="trailing slash"),
+    pytest.param(lambda idp: _other_port(idp.issuer()), id="other port"),
+    pytest.param(lambda idp: idp.issuer().upper(), id="other case"),
+    pytest.param(lambda idp: idp.issuer("second"), id="other authorization server"),
+    pytest.param(lambda idp: None, id="no iss"),
 ])
-def test_wrong_issuer_is_invalid(api, issuer):
-    token = api.mint({"iss": issuer(api)})
-    assert_invalid_token(api.get(READ, token), token)
+def test_wrong_issuer_is_invalid(envoy, idp, issuer):
+    token = idp.mint({"iss": issuer(idp)})
+    assert_invalid_token(envoy.get(READ, token), token)
 
 
 @pytest.mark.parametrize("aud", ["api://other", ["api://other"], [], None, "API://DEFAULT"])
-def test_wrong_audience_is_invalid(api, aud):
-    token = api.mint({"aud": aud})
-    assert_invalid_token(api.get(READ, token), token)
+def test_wrong_audience_is_invalid(envoy, idp, aud):
+    token = idp.mint({"aud": aud})
+    assert_invalid_token(envoy.get(READ, token), token)
 
 
 @pytest.mark.parametrize("aud", ["api://default", ["api://other", "api://default"]])
-def test_audience_string_or_array_is_allowed(api, aud):
-    assert_allowed(api.get(READ, api.mint({"aud": aud})))
+def test_audience_string_or_array_is_allowed(envoy, idp, aud):
+    assert_allowed(envoy.get(READ, idp.mint({"aud": aud})))
 
 
 # /strict: provider "strict" (its own authorization server), client_ids
 # ["0oa-demo-client"], max_lifetime_s 3600.
 
-def test_strict_area_accepts_its_issuer_only(api):
-    assert_allowed(api.get("/strict", api.mint(server="strict")))
-    token = api.mint()  # the default server's issuer is not allowed there
-    assert_invalid_token(api.get("/strict", token), token)
+def test_strict_area_accepts_its_issuer_only(envoy, idp):
+    assert_allowed(envoy.get("/strict", idp.mint(server="strict")))
+    token = idp.mint()  # the default server's issuer is not allowed there
+    assert_invalid_token(envoy.get("/strict", token), token)
 
 
 @pytest.mark.parametrize("claims", [
     pytest.param({"cid": None, "client_id": "0oa-demo-client"}, id="client_id"),
     pytest.param({"cid": None, "azp": "0oa-demo-client"}, id="azp"),
 ])
-def test_client_id_may_come_from_client_id_or_azp(api, claims):
-    assert_allowed(api.get("/strict", api.mint(claims, server="strict")))
+def test_client_id_may_come_from_client_id_or_azp(envoy, idp, claims):
+    assert_allowed(envoy.get("/strict", idp.mint(claims, server="strict")))
 
 
 @pytest.mark.parametrize("claims", [
@@ -153,19 +154,19 @@ def test_client_id_may_come_from_client_id_or_azp(api, claims):
     pytest.param({"cid": None}, id="no client id at all"),
     pytest.param({"cid": "0OA-DEMO-CLIENT"}, id="other case"),
 ])
-def test_unlisted_client_is_invalid(api, claims):
-    token = api.mint(claims, server="strict")
-    assert_invalid_token(api.get("/strict", token), token)
+def test_unlisted_client_is_invalid(envoy, idp, claims):
+    token = idp.mint(claims, server="strict")
+    assert_invalid_token(envoy.get("/strict", token), token)
 
 
-def test_lifetime_at_the_limit_is_allowed(api):
+def test_lifetime_at_the_limit_is_allowed(envoy, idp):
     iat = now() - 10
-    assert_allowed(api.get("/strict", api.mint({"iat": iat, "exp": iat + 3600}, server="strict")))
+    assert_allowed(envoy.get("/strict", idp.mint({"iat": iat, "exp": iat + 3600}, server="strict")))
 
 
-def test_lifetime_over_the_limit_is_invalid(api):
+def test_lifetime_over_the_limit_is_invalid(envoy, idp):
     iat = now() - 10
-    token = api.mint({"iat": iat, "exp": iat + 3601}, server="strict")
-    assert_invalid_token(api.get("/strict", token), token)
-    token = api.mint(server="strict", lifetime_s=7200)
-    assert_invalid_token(api.get("/strict", token), token)
+    token = idp.mint({"iat": iat, "exp": iat + 3601}, server="strict")
+    assert_invalid_token(envoy.get("/strict", token), token)
+    token = idp.mint(server="strict", lifetime_s=7200)
+    assert_invalid_token(envoy.get("/strict", token), token)

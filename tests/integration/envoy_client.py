@@ -1,9 +1,7 @@
-"""HTTP helpers for the tests: requests through Envoy, the mock IdP's control API, Envoy's
-admin stats, and the assertions every test module shares."""
+"""The client side of Envoy: requests through its listener, and its admin stats."""
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import re
@@ -14,18 +12,6 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import requests
-
-REALM = "api"  # envoy/filter.json.tmpl
-CHALLENGE_NO_TOKEN = f'Bearer realm="{REALM}"'
-CHALLENGE_INVALID_TOKEN = re.compile(
-    rf'Bearer realm="{REALM}", error="invalid_token", error_description="[^"\\]+"')
-
-
-def challenge_insufficient_scope(scopes: str) -> str:
-    return f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scopes}"'
-
-
-ABSENT = object()  # sentinel: the header must not be in the response
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
@@ -50,37 +36,17 @@ class Reply:
         return f"Reply({self.status}, {self.headers!r}, {self.body[:600]!r})"
 
 
-def idp_provider(idp_url: str, server: str = "default", **extra) -> dict:
-    """A provider for the mock IdP's authorization server `server`, keys fetched through the
-    stack's `okta_idp` cluster; `extra` adds or overrides provider fields."""
-    return {"issuer": f"{idp_url}/oauth2/{server}", "audiences": ["api://default"],
-            "jwks": {"uri": f"{idp_url}/oauth2/{server}/v1/keys", "cluster": "okta_idp"},
-            **extra}
+class EnvoyClient:
+    """Requests through one Envoy listener (`url`), and that Envoy's admin stats."""
 
-
-def b64url_decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def token_claims(token: str) -> dict:
-    return json.loads(b64url_decode(token.split(".")[1]))
-
-
-class Api:
-    """One object per stack: talks to Envoy, the IdP and Envoy's admin interface."""
-
-    def __init__(self, envoy_url: str, idp_url: str, admin_url: str, timeout: float = 20.0):
-        self.envoy = urllib.parse.urlsplit(envoy_url)
-        self.envoy_url, self.idp_url, self.admin_url = envoy_url, idp_url, admin_url
+    def __init__(self, url: str, admin_url: str, timeout: float = 20.0):
+        self.url, self.admin_url = url, admin_url
+        self.listener = urllib.parse.urlsplit(url)
         self.timeout = timeout  # above every filter-side wait (JWKS timeout_ms 5000)
         self.http = requests.Session()
         self.http.trust_env = False  # no proxies or .netrc credentials from the environment
 
-    # -- through Envoy ---------------------------------------------------------------
+    # -- through the listener -----------------------------------------------------------
     def request(self, method: str, path: str, token: str | None = None,
                 headers: Headers = (), body: bytes | None = None,
                 source: str | None = None) -> Reply:
@@ -91,7 +57,7 @@ class Api:
         pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
         if token is not None:
             pairs.append(("authorization", f"Bearer {token}"))
-        conn = http.client.HTTPConnection(self.envoy.hostname, self.envoy.port,
+        conn = http.client.HTTPConnection(self.listener.hostname, self.listener.port,
                                           timeout=self.timeout,
                                           source_address=source and (source, 0))
         try:
@@ -128,7 +94,7 @@ class Api:
                     pairs = list(h.items() if isinstance(h, Mapping) else h)
                     if conn is None:
                         conn = http.client.HTTPConnection(
-                            self.envoy.hostname, self.envoy.port, timeout=self.timeout)
+                            self.listener.hostname, self.listener.port, timeout=self.timeout)
                     conn.putrequest(method, path, skip_accept_encoding=True)
                     for name, value in pairs:
                         conn.putheader(name, value)
@@ -155,36 +121,7 @@ class Api:
             raise failures[0]
         return statuses
 
-    # -- the mock IdP ----------------------------------------------------------------
-    def control(self, endpoint: str, body: dict | None = None) -> dict:
-        url = f"{self.idp_url}/control/{endpoint}"
-        r = (self.http.get(url, timeout=self.timeout) if body is None
-             else self.http.post(url, json=body, timeout=self.timeout))
-        r.raise_for_status()
-        return r.json()
-
-    def mint(self, claims: dict | None = None, *, server: str = "default",
-             header: dict | None = None, alg: str | None = None,
-             lifetime_s: int | None = None, signing_key: str | None = None) -> str:
-        body = {"server": server, "claims": claims or {}, "header": header or {}}
-        for key, value in (("alg", alg), ("lifetime_s", lifetime_s),
-                           ("signing_key", signing_key)):
-            if value is not None:
-                body[key] = value
-        return self.control("mint", body)["token"]
-
-    def issuer(self, server: str = "default") -> str:
-        """The issuer the IdP puts in tokens, which the filter config names too."""
-        return f"{self.idp_url}/oauth2/{server}"
-
-    def idp_counts(self) -> dict[str, int]:
-        return self.control("counts")
-
-    def token_endpoint(self, server: str = "default", *, auth=None, data=None) -> requests.Response:
-        return self.http.post(f"{self.idp_url}/oauth2/{server}/v1/token", auth=auth,
-                              data=data, timeout=self.timeout)
-
-    # -- Envoy admin -----------------------------------------------------------------
+    # -- the admin interface ------------------------------------------------------------
     def stats(self, filter_: str = "okta_jwt") -> dict[str, int]:
         """Counters and gauges from `/stats?filter=...` (histograms are skipped)."""
         r = self.http.get(f"{self.admin_url}/stats", params={"filter": filter_},
@@ -196,6 +133,11 @@ class Api:
             if sep and value.strip().isdigit():
                 stats[name] = int(value)
         return stats
+
+    def prometheus(self) -> str:
+        r = self.http.get(f"{self.admin_url}/stats/prometheus", timeout=self.timeout)
+        r.raise_for_status()
+        return r.text
 
 
 def counter(stats: dict[str, int], name: str) -> int:
@@ -215,10 +157,10 @@ def stat(stats: dict[str, int], name: str) -> int:
 _WORKER_CX = re.compile(r"\.(worker_\d+)\.downstream_cx_total$")
 
 
-def connections_per_worker(api: Api) -> Counter:
+def connections_per_worker(envoy: EnvoyClient) -> Counter:
     """Downstream connections accepted so far by each Envoy worker (all listeners)."""
     per = Counter()
-    for name, value in api.stats(r"worker_[0-9]+\.downstream_cx_total").items():
+    for name, value in envoy.stats(r"worker_[0-9]+\.downstream_cx_total").items():
         m = _WORKER_CX.search(name)
         if m:
             per[m.group(1)] += value
@@ -228,64 +170,3 @@ def connections_per_worker(api: Api) -> Counter:
 def workers_used(before: Counter, after: Counter) -> int:
     """How many workers accepted connections between two `connections_per_worker` reads."""
     return sum(1 for w in after if after[w] > before.get(w, 0))
-
-
-# -- assertions --------------------------------------------------------------------------
-
-def is_echo(reply: Reply) -> bool:
-    try:
-        body = reply.json()
-    except ValueError:
-        return False
-    return isinstance(body, dict) and {"method", "path", "headers"} <= body.keys()
-
-
-def assert_allowed(reply: Reply) -> dict:
-    """The request reached the echo upstream; returns what the upstream received."""
-    assert reply.status == 200 and is_echo(reply), reply
-    return reply.json()
-
-
-def assert_denied(reply: Reply, status: int, *, challenge=ABSENT,
-                  error: str | None = None, token: str | None = None) -> dict:
-    """A denial made by the filter: exact status, `WWW-Authenticate` (an exact string, a
-    compiled pattern that must match all of it, or ABSENT), JSON error body."""
-    assert reply.status == status, reply
-    assert not is_echo(reply), f"the request reached the upstream: {reply!r}"
-    www = reply.header_all("www-authenticate")
-    if challenge is ABSENT:
-        assert www == [], reply
-    elif isinstance(challenge, re.Pattern):
-        assert len(www) == 1 and challenge.fullmatch(www[0]), reply
-    else:
-        assert www == [challenge], reply
-    content_type = reply.header("content-type") or ""
-    assert content_type.split(";")[0].strip().lower() == "application/json", reply
-    body = reply.json()
-    assert isinstance(body, dict), reply
-    for key in ("error", "error_description"):
-        assert isinstance(body.get(key), str) and body[key], reply
-    if error is not None:
-        assert body["error"] == error, reply
-    if token is not None:
-        assert token not in reply.body.decode(errors="replace"), "the denial echoes the token"
-        assert all(token not in v for _, v in reply.headers), "a header echoes the token"
-    return body
-
-
-def assert_no_token(reply: Reply) -> dict:
-    return assert_denied(reply, 401, challenge=CHALLENGE_NO_TOKEN)
-
-
-def assert_invalid_token(reply: Reply, token: str | None = None) -> dict:
-    return assert_denied(reply, 401, challenge=CHALLENGE_INVALID_TOKEN, error="invalid_token",
-                         token=token)
-
-
-def assert_insufficient_scope(reply: Reply, scopes: str) -> dict:
-    return assert_denied(reply, 403, challenge=challenge_insufficient_scope(scopes),
-                         error="insufficient_scope")
-
-
-def assert_claim_denied(reply: Reply) -> dict:
-    return assert_denied(reply, 403)
