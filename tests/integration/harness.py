@@ -1,6 +1,6 @@
 """Process management for the integration stack: mock IdP, echo upstream and Envoy.
 
-Standard library only, so `stack.py` (the `make run` demo) can use it as well as pytest.
+Standard library only, so `demo/stack.py` (the `make run` demo) can use it as well as pytest.
 Every child runs in its own process group with its output in files under a work
 directory; every wait is bounded in polls and in time; children are stopped by their
 owner (a fixture finalizer), by an atexit backstop, and by the kernel if we die hard.

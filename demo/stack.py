@@ -14,7 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import harness
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+import harness  # noqa: E402  (the processes and readiness waits the integration suite uses)
 
 
 def _port(name: str, default: int) -> int:
