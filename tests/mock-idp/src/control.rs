@@ -7,9 +7,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::faults::Fault;
-use crate::http::{Reply, Req};
 use crate::keys::SigningKey;
 use crate::lock;
+use crate::message::{Reply, Req};
 use crate::routes::{not_found, AUDIENCE};
 use crate::state::{App, DEFAULT_SERVER};
 use crate::tokens::{self, Alg, OktaClaims};
@@ -255,7 +255,7 @@ fn counts(app: &App, _req: &Req) -> Result<Reply, Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::Outcome;
+    use crate::message::Outcome;
     use crate::routes::handle;
     use crate::test_support::{decode_part, test_app, test_keys, verify_rsa};
     use hmac::{Hmac, Mac};

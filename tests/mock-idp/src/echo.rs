@@ -2,18 +2,17 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::http::{self, Outcome, Reply, Request};
+use crate::message::{Outcome, Received, Reply};
 
-/// The body is not echoed (one over `http::MAX_BODY` is answered 413).
-pub fn serve(mut request: Request) {
-    let reply = match http::read_request(&mut request) {
+/// The body is not echoed (one over `server::MAX_BODY` is answered 413).
+pub fn serve(received: Received) -> Outcome {
+    Outcome::Now(match received {
         Ok(req) => {
             let headers = req.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
             echo_reply(&req.method, &req.url, headers)
         }
-        Err(reply) => reply,
-    };
-    http::send(request, Outcome::Now(reply), "echo-upstream");
+        Err(refused) => refused.reply,
+    })
 }
 
 /// Header names are lowercased; repeated headers are joined with ", ".

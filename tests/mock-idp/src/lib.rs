@@ -7,9 +7,10 @@ pub mod counts;
 pub mod echo;
 pub mod faults;
 pub mod form;
-pub mod http;
 pub mod keys;
+pub mod message;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod tokens;
 
@@ -18,8 +19,8 @@ mod test_support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 
+use server::Run;
 pub use state::{App, Config};
 
 /// A poisoned lock only means another request panicked; the data is still usable and the
@@ -28,12 +29,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A server whose accept thread is running.
+/// A server that accepts requests.
 pub struct Running {
     pub addr: SocketAddr,
     /// Only set for the mock IdP.
     pub app: Option<Arc<App>>,
-    server: JoinHandle<()>,
+    server: server::Served,
 }
 
 impl Running {
@@ -44,13 +45,13 @@ impl Running {
 
     /// Blocks for as long as the server runs (i.e. until the process is stopped).
     pub fn wait(self) {
-        let _ = self.server.join();
+        self.server.wait();
     }
 }
 
 /// Binds, creates the configured authorization servers and starts serving.
 pub fn start_mock_idp(opts: &args::MockIdpOptions) -> Result<Running, String> {
-    let (listener, addr) = http::bind(&opts.listen)?;
+    let (listener, addr) = server::bind(&opts.listen)?;
     let public_url = opts
         .public_url
         .clone()
@@ -65,8 +66,8 @@ pub fn start_mock_idp(opts: &args::MockIdpOptions) -> Result<Running, String> {
         app.server(id)?;
     }
     let handler_app = app.clone();
-    let server = http::spawn_server(listener, "mock-idp", move |request| {
-        routes::serve(&handler_app, request)
+    let server = server::spawn(listener, "mock-idp", Run::Blocking, move |received| {
+        routes::serve(&handler_app, received)
     })?;
     Ok(Running {
         addr,
@@ -77,8 +78,8 @@ pub fn start_mock_idp(opts: &args::MockIdpOptions) -> Result<Running, String> {
 
 /// Binds and starts the echo upstream.
 pub fn start_echo(listen: &str) -> Result<Running, String> {
-    let (listener, addr) = http::bind(listen)?;
-    let server = http::spawn_server(listener, "echo-upstream", echo::serve)?;
+    let (listener, addr) = server::bind(listen)?;
+    let server = server::spawn(listener, "echo-upstream", Run::Inline, echo::serve)?;
     Ok(Running {
         addr,
         app: None,

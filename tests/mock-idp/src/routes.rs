@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::faults::Fault;
-use crate::http::{self, Outcome, Reply, Req, Request};
+use crate::message::{Outcome, Received, Reply, Req};
 use crate::state::App;
 use crate::tokens::{self, Alg, OktaClaims};
 use crate::{control, form, lock};
@@ -21,14 +21,18 @@ pub const SCOPES: &[&str] = &["orders:read", "orders:write", "profile", "admin"]
 
 pub const AUDIENCE: &str = "api://default";
 
-/// Connection entry: count, read, dispatch, answer.
-pub fn serve(app: &Arc<App>, mut request: Request) {
-    app.counts.record(request.method(), request.url());
-    let outcome = match http::read_request(&mut request) {
-        Ok(req) => handle(app, &req),
-        Err(reply) => Outcome::Now(reply),
-    };
-    http::send(request, outcome, "mock-idp");
+/// Server entry: count (refused requests too), then dispatch.
+pub fn serve(app: &Arc<App>, received: Received) -> Outcome {
+    match received {
+        Ok(req) => {
+            app.counts.record(&req.method, &req.url);
+            handle(app, &req)
+        }
+        Err(refused) => {
+            app.counts.record(&refused.req.method, &refused.req.url);
+            Outcome::Now(refused.reply)
+        }
+    }
 }
 
 /// Dispatches a request that has already been counted.
