@@ -17,7 +17,7 @@ import pytest
 
 import harness
 from envoy_client import EnvoyClient
-from filter_config import REALM, idp_provider
+from filter_config import filter_config
 from idp_client import IdpClient
 
 pytestmark = pytest.mark.local_only
@@ -26,16 +26,10 @@ ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
 
 
 def backend_config(backend: str):
-    def config(variables: dict[str, str]) -> dict:
-        return {
-            "providers": {"okta": idp_provider(variables["IDP_URL"], algorithms=ALGS)},
-            "rules": [{"match": {"prefix": "/"}, "scopes": {"all": ["orders:read"]}}],
-            "realm": REALM,
-            "signature_backend": backend,
-            # Every request must reach the signature check.
-            "token_cache_entries": 0,
-        }
-    return config
+    return filter_config({"okta": {"algorithms": ALGS}},
+                         [{"match": {"prefix": "/"}, "scopes": {"all": ["orders:read"]}}],
+                         signature_backend=backend,
+                         token_cache_entries=0)  # every request must reach the signature check
 
 
 @pytest.fixture(scope="module")

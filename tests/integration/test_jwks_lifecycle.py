@@ -28,7 +28,7 @@ import pytest
 import harness
 from assertions import assert_allowed, assert_denied, assert_invalid_token
 from envoy_client import EnvoyClient, Reply, connections_per_worker, stat, workers_used
-from filter_config import REALM
+from filter_config import filter_config
 from idp_client import IdpClient, token_header
 
 pytestmark = pytest.mark.local_only
@@ -42,25 +42,11 @@ ADOPT_S = 0.2
 # --- configuration and stacks -----------------------------------------------------------
 
 def lifecycle_config(providers: dict[str, dict]) -> Callable[[dict[str, str]], dict]:
-    """A filter configuration, for harness.start_stack: provider NAME accepts the tokens of
-    authorization server `server` and guards the paths under /NAME; the other entries of
-    its spec are `jwks` fields (`discovery: True` selects discovery instead of a `uri`)."""
-    def build(variables: dict[str, str]) -> dict:
-        idp = variables["IDP_URL"]
-        config = {}
-        for name, spec in providers.items():
-            knobs = dict(spec)
-            server = knobs.pop("server")
-            source = ({"discovery": True} if knobs.pop("discovery", False)
-                      else {"uri": f"{idp}/oauth2/{server}/v1/keys"})
-            config[name] = {"issuer": f"{idp}/oauth2/{server}",
-                            "audiences": ["api://default"],
-                            "jwks": {**source, "cluster": "okta_idp", **knobs}}
-        return {"providers": config,
-                "rules": [{"match": {"prefix": f"/{name}"}, "providers": [name]}
-                          for name in providers],
-                "realm": REALM}
-    return build
+    """For harness.start_stack: provider NAME (filter_config.provider's arguments: server,
+    discovery, jwks fields) accepts the tokens of its authorization server and guards the
+    paths under /NAME."""
+    return filter_config(providers, [{"match": {"prefix": f"/{name}"}, "providers": [name]}
+                                     for name in providers])
 
 
 def servers(providers: dict[str, dict]) -> list[str]:
@@ -209,15 +195,17 @@ FAULT_TIMEOUT_MS = 1000   # timeout_ms of the flaky providers
 SLOW_DELAY_MS = 3000      # the IdP's "slow" answers come well after that timeout
 
 LIFE = {
-    "okta": {"server": "default", "min_refetch_interval_s": MIN_REFETCH_S},
-    "second": {"server": "second", "min_refetch_interval_s": MIN_REFETCH_S},
-    "rot": {"server": "rot", "min_refetch_interval_s": MIN_REFETCH_S, "timeout_ms": 3000},
-    "storm": {"server": "storm", "min_refetch_interval_s": 30, "timeout_ms": 2000},
-    "stale": {"server": "stale", "min_refetch_interval_s": MIN_REFETCH_S},
-    "metered": {"server": "metered", "min_refetch_interval_s": MIN_REFETCH_S,
-                "timeout_ms": FAULT_TIMEOUT_MS},
-    **{f"flaky-{mode}": {"server": f"flaky-{mode}", "min_refetch_interval_s": MIN_REFETCH_S,
-                         "timeout_ms": FAULT_TIMEOUT_MS} for mode in FAULTS},
+    "okta": {"server": "default", "jwks": {"min_refetch_interval_s": MIN_REFETCH_S}},
+    "second": {"server": "second", "jwks": {"min_refetch_interval_s": MIN_REFETCH_S}},
+    "rot": {"server": "rot", "jwks": {"min_refetch_interval_s": MIN_REFETCH_S,
+                                      "timeout_ms": 3000}},
+    "storm": {"server": "storm", "jwks": {"min_refetch_interval_s": 30, "timeout_ms": 2000}},
+    "stale": {"server": "stale", "jwks": {"min_refetch_interval_s": MIN_REFETCH_S}},
+    "metered": {"server": "metered", "jwks": {"min_refetch_interval_s": MIN_REFETCH_S,
+                                              "timeout_ms": FAULT_TIMEOUT_MS}},
+    **{f"flaky-{mode}": {"server": f"flaky-{mode}",
+                         "jwks": {"min_refetch_interval_s": MIN_REFETCH_S,
+                                  "timeout_ms": FAULT_TIMEOUT_MS}} for mode in FAULTS},
 }
 
 
@@ -261,7 +249,7 @@ def test_rotation_new_kid_passes_first_time_on_every_worker_and_dropped_kid_fail
 
 STORM_REQUESTS = 200
 STORM_S = 3.0
-STORM_MIN_REFETCH_S = LIFE["storm"]["min_refetch_interval_s"]
+STORM_MIN_REFETCH_S = LIFE["storm"]["jwks"]["min_refetch_interval_s"]
 
 
 def test_unknown_kid_storm_is_rejected_without_hammering_the_idp(life):
@@ -437,8 +425,8 @@ RECOVERY_S = 20      # back-off 1, 2, 4, 8 s (+ jitter): the next attempt comes 
 @pytest.mark.parametrize("outage", ["500", "not_listening"])
 def test_idp_down_from_the_start_is_503_then_recovers_without_restart(tmp_path, key_dir,
                                                                       outage):
-    providers = {"okta": {"server": "default", "timeout_ms": 1000,
-                          "cache_duration_s": OUTAGE_CACHE_S}}
+    providers = {"okta": {"server": "default", "jwks": {"timeout_ms": 1000,
+                                                        "cache_duration_s": OUTAGE_CACHE_S}}}
     args = idp_args(key_dir, providers)
     idp_procs: list[harness.Process] = []
     try:

@@ -27,7 +27,7 @@ import harness
 from assertions import (assert_allowed, assert_denied, assert_insufficient_scope,
                         assert_invalid_token, assert_no_token)
 from envoy_client import EnvoyClient, Reply, connections_per_worker, stat, workers_used
-from filter_config import REALM, idp_provider
+from filter_config import filter_config
 from idp_client import IdpClient
 
 pytestmark = pytest.mark.local_only
@@ -53,21 +53,16 @@ RULES = [
 ]
 RULE = {path: i for i, (path, _) in enumerate(RULES)}
 
-
-def ratelimit_config(variables: dict[str, str]) -> dict:
-    """For harness.start_stack: one provider (the IdP's `default` server), the rules above."""
-    return {
-        "providers": {"okta": idp_provider(variables["IDP_URL"])},
-        "rules": [{"match": {"prefix": path}, **rule} for path, rule in RULES],
-        "realm": REALM,
-    }
+# One provider (the IdP's `default` server), the rules above.
+RATELIMIT_CONFIG = filter_config({"okta": {}},
+                                 [{"match": {"prefix": path}, **rule} for path, rule in RULES])
 
 
 @pytest.fixture(scope="module")
 def own(tmp_path_factory) -> Iterator[harness.Stack]:
     """This module's own stack, once its provider has keys."""
     stack = harness.start_stack(tmp_path_factory.mktemp("ratelimit"), concurrency=WORKERS,
-                                filter_config=ratelimit_config,
+                                filter_config=RATELIMIT_CONFIG,
                                 idp_args=["--servers", "default"])  # the only server used
     try:
         token = IdpClient(stack.idp_url).mint()
