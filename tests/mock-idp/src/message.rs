@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-/// A fully read request, independent of the connection so handlers are easy to unit-test.
+/// A fully read request (header names as the server gives them; look them up with `header`).
 #[derive(Clone, Debug, Default)]
 pub struct Req {
     pub method: String,

@@ -32,7 +32,7 @@ pub const MAX_HEADERS: usize = 64;
 /// The longest wait for a request's head (idle time before it included), and then for its body.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub type Handler = dyn Fn(Received) -> Outcome + Send + Sync;
+type Handler = dyn Fn(Received) -> Outcome + Send + Sync;
 
 /// Where the handler runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
