@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use okta_jwt_filter::core::config;
+use okta_jwt_filter::core::config::compile as config;
 
 const USAGE: &str = "usage: okta-jwt validate CONFIG";
 

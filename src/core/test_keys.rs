@@ -26,7 +26,7 @@ pub const RFC7517_A1_SET: &str = r#"{"keys":
      }"#;
 
 /// A valid 2048-bit RSA modulus (base64url): the `n` of the RFC 7515 Appendix A.2 key.
-pub const RSA_2048_N: &str = crate::core::host_probe::RFC7515_A2_N;
+pub const RSA_2048_N: &str = crate::core::crypto::known_answer::RFC7515_A2_N;
 
 /// RFC 7515 (JWS), Appendix A.2 "Example JWS Using RSASSA-PKCS1-v1_5 SHA-256":
 /// the RSA public key (kty, n, e).
@@ -35,7 +35,7 @@ pub const RFC7515_A2_JWK: &str = r#"{"kty":"RSA","n":"ofgWCuLjybRlzo0tZWJjNiuSfb
 /// RFC 7515, Appendix A.2.1: the complete JWS Compact Serialization (RS256).
 /// Header `{"alg":"RS256"}`; payload is the A.1 JWT claims (iss "joe", exp 1300819380,
 /// "http://example.com/is_root": true), serialized with CRLF line breaks.
-pub const RFC7515_A2_TOKEN: &str = crate::core::host_probe::RFC7515_A2_TOKEN;
+pub const RFC7515_A2_TOKEN: &str = crate::core::crypto::known_answer::RFC7515_A2_TOKEN;
 
 /// RFC 7515, Appendix A.3 "Example JWS Using ECDSA P-256 SHA-256": the EC P-256
 /// public key (kty, crv, x, y).

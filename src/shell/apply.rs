@@ -3,9 +3,9 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
 
-use crate::core::authenticator::{Decision, HeaderOp, Outcome};
-use crate::core::reason::Reason;
-use crate::core::response;
+use crate::core::decision::pipeline::{Decision, HeaderOp, Outcome};
+use crate::core::decision::response;
+use crate::core::denial::Reason;
 
 use super::plugin::{Plugin, SavedRequest};
 

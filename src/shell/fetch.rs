@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 
-use crate::core::authenticator::Outcome;
-use crate::core::jwks_cache::{FetchOutcome, FetchRequest, Want};
-use crate::core::ratelimit;
+use crate::core::decision::pipeline::Outcome;
+use crate::core::keys::lifecycle::{FetchOutcome, FetchRequest, Want};
+use crate::core::ratelimit::charge as ratelimit;
 
 use super::apply::{self, Applied};
 use super::plugin::{Plugin, Waiter, MAX_WAITERS};

@@ -3,13 +3,14 @@
 
 use proxy_wasm::hostcalls;
 
-use crate::core::der;
-use crate::core::host_probe;
-use crate::core::jwks::{Jwk, KeyMaterial};
-use crate::core::jws::Token;
-use crate::core::verify::SignatureVerifier;
-use crate::core::verify_pure::PureVerifier;
-use crate::core::{alg::Alg, foreign_proto};
+use crate::core::crypto::alg::Alg;
+use crate::core::crypto::der;
+use crate::core::crypto::foreign_wire as foreign_proto;
+use crate::core::crypto::known_answer as host_probe;
+use crate::core::crypto::pure::PureVerifier;
+use crate::core::crypto::verifier::SignatureVerifier;
+use crate::core::keys::jwk_set::{Jwk, KeyMaterial};
+use crate::core::token::jws::Token;
 
 const FUNCTION: &str = "verify_signature";
 

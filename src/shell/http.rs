@@ -6,9 +6,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use crate::core::authenticator::{Decision, Outcome};
-use crate::core::reason::Reason;
-use crate::core::{request, response};
+use crate::core::decision::pipeline::{Decision, Outcome};
+use crate::core::decision::response;
+use crate::core::denial::Reason;
+use crate::core::request::view as request;
 
 use super::apply::{self, Applied};
 use super::fetch;

@@ -4,7 +4,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-use crate::core::reason::{self, Reason};
+use crate::core::denial::{self as reason, Reason};
 
 /// Stats of one provider's key set.
 struct ProviderStats {

@@ -4,13 +4,15 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
-use crate::core::authenticator::{self, Decision, Env, KeySource, KeyState, Outcome};
-use crate::core::config::Config;
-use crate::core::jwks_cache::ProviderCache;
-use crate::core::ratelimit::{KeyHasher, LimitState};
-use crate::core::reason::Reason;
-use crate::core::token_cache::TokenCache;
-use crate::core::verify::SignatureVerifier;
+use crate::core::config::compile::Config;
+use crate::core::crypto::verifier::SignatureVerifier;
+use crate::core::decision::pipeline::{
+    self as authenticator, Decision, Env, KeySource, KeyState, Outcome,
+};
+use crate::core::denial::Reason;
+use crate::core::keys::lifecycle::ProviderCache;
+use crate::core::ratelimit::charge::{KeyHasher, LimitState};
+use crate::core::token::cache::TokenCache;
 
 use super::metrics::Metrics;
 use super::shared_data::HostStore;

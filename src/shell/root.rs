@@ -10,13 +10,13 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType};
 
-use crate::core::config::{self, SignatureBackend};
-use crate::core::jwks::MAX_JWKS_BYTES;
-use crate::core::jwks_cache::ProviderCache;
-use crate::core::ratelimit::{self, KeyHasher};
-use crate::core::token_cache::TokenCache;
-use crate::core::verify::SignatureVerifier;
-use crate::core::verify_pure::PureVerifier;
+use crate::core::config::compile::{self as config, SignatureBackend};
+use crate::core::crypto::pure::PureVerifier;
+use crate::core::crypto::verifier::SignatureVerifier;
+use crate::core::keys::jwk_set::MAX_JWKS_BYTES;
+use crate::core::keys::lifecycle::ProviderCache;
+use crate::core::ratelimit::charge::{self as ratelimit, KeyHasher};
+use crate::core::token::cache::TokenCache;
 
 use super::fetch;
 use super::host_verify::{self, HostVerifier};

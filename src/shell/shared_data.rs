@@ -4,7 +4,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
-use crate::core::shared_store::{Cas, SharedStore, WriteError};
+use crate::core::store::{Cas, SharedStore, WriteError};
 
 pub struct HostStore;
 

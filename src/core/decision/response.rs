@@ -1,7 +1,7 @@
 //! Denial responses exactly as SPEC.md's table lists them (RFC 6750 §3).
 
-use super::ratelimit::LimitState;
-use super::reason::{Class, Reason};
+use crate::core::denial::{Class, Reason};
+use crate::core::ratelimit::charge::LimitState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn body_is_json_with_error_and_description() {
-        for reason in crate::core::reason::ALL {
+        for reason in crate::core::denial::ALL {
             let r = denial(Some("api"), reason, Some("s"), 1, None);
             assert_eq!(header(&r, "content-type"), Some("application/json"));
             let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();

@@ -23,7 +23,7 @@
 
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-use super::alg::Hash;
+use crate::core::crypto::alg::Hash;
 
 /// Smallest and largest modulus accepted, in bits (the same bounds as the JWKS loader).
 const MIN_BITS: usize = 2048;

@@ -4,8 +4,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::claim_path::ClaimPath;
-use super::config::ConfigError;
+use crate::core::config::compile::ConfigError;
+use crate::core::token::claim_path::ClaimPath;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitKey {

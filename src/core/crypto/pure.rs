@@ -5,10 +5,10 @@
 
 use jwt_simple::prelude::*;
 
-use super::alg::Alg;
-use super::jwks::{Jwk, KeyMaterial};
-use super::jws::Token;
-use super::verify::SignatureVerifier;
+use crate::core::crypto::alg::Alg;
+use crate::core::crypto::verifier::SignatureVerifier;
+use crate::core::keys::jwk_set::{Jwk, KeyMaterial};
+use crate::core::token::jws::Token;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PureVerifier;
@@ -90,7 +90,9 @@ impl SignatureVerifier for PureVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{jwks, jws, test_keys};
+    use crate::core::keys::jwk_set as jwks;
+    use crate::core::test_keys;
+    use crate::core::token::jws;
 
     fn key(jwk: &str) -> Jwk {
         let set = format!("{{\"keys\":[{jwk}]}}");

@@ -3,9 +3,10 @@
 
 use std::borrow::Cow;
 
-use super::config::Source;
-use super::request::Request;
-use super::{cookie, query};
+use crate::core::config::compile::Source;
+use crate::core::request::cookie;
+use crate::core::request::query;
+use crate::core::request::view::Request;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extracted<'c, 'r> {

@@ -7,9 +7,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::alg::{Alg, KeyFamily};
-use super::der::{self, EcCurve};
-use super::rsa_verify::RsaPublicKey;
+use crate::core::crypto::alg::{Alg, KeyFamily};
+use crate::core::crypto::der::{self, EcCurve};
+use crate::core::crypto::rsa::RsaPublicKey;
 
 /// A JWKS body larger than this is refused (an Okta key set is a few KiB).
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -326,7 +326,7 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, String> {
         alg,
         material,
         spki_der,
-        fingerprint: super::jwks_cache::stable_hash(&id),
+        fingerprint: crate::core::keys::lifecycle::stable_hash(&id),
         rsa,
     })
 }

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use hashbrown::HashTable;
 use serde_json::{Map, Value};
 
-use super::jwks::KeySet;
+use crate::core::keys::jwk_set::KeySet;
 
 /// Default number of entries per VM: a few MiB, enough for the tokens active on one worker.
 pub const DEFAULT_ENTRIES: usize = 4096;
@@ -125,7 +125,8 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{jwks, test_keys};
+    use crate::core::keys::jwk_set as jwks;
+    use crate::core::test_keys;
 
     fn entry(provider: usize, key: u64, until: f64) -> Verified {
         Verified {

@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use super::config::Provider;
-use super::reason::Reason;
+use crate::core::config::compile::Provider;
+use crate::core::denial::Reason;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimError {
@@ -97,7 +97,7 @@ pub fn check(p: &Provider, claims: &Map<String, Value>, now: u64) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config;
+    use crate::core::config::compile as config;
     use serde_json::json;
 
     const NOW: u64 = 1_700_000_000;

@@ -1,6 +1,6 @@
 //! Rule matching: path (prefix by whole segments, exact, template), methods and headers.
 
-use super::request::Request;
+use crate::core::request::view::Request;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {

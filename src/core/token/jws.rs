@@ -5,8 +5,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use super::alg::Alg;
-use super::reason::Reason;
+use crate::core::crypto::alg::Alg;
+use crate::core::denial::Reason;
 
 /// Tokens longer than this (after the prefix is removed) are refused before decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;

@@ -2,9 +2,9 @@
 
 use serde_json::{Map, Value};
 
-use super::config::{ClaimCheck, Rule};
-use super::reason::Reason;
-use super::scopes;
+use crate::core::config::compile::{ClaimCheck, Rule};
+use crate::core::denial::Reason;
+use crate::core::token::scopes;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
@@ -69,7 +69,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config;
+    use crate::core::config::compile as config;
     use serde_json::json;
 
     fn rule(r: Value) -> Rule {

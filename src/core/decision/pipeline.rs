@@ -6,21 +6,23 @@ use std::cell::RefCell;
 
 use serde_json::{Map, Value};
 
-use super::config::{Auth, Config, Provider, Rule, Source};
-use super::extract::{self, Extracted};
-use super::jwks::KeySet;
-use super::jws::{self, Token};
-use super::path;
-use super::policy;
-use super::ratelimit::{self, LimitState, Verdict};
-use super::ratelimit_config::LimitKey;
-use super::reason::Reason;
-use super::request::{Headers, Request};
-use super::shared_store::SharedStore;
-use super::token_cache::{TokenCache, Verified};
-use super::validate;
-use super::verify::SignatureVerifier;
-use super::{cookie, forward, query};
+use crate::core::config::compile::{Auth, Config, Provider, Rule, Source};
+use crate::core::crypto::verifier::SignatureVerifier;
+use crate::core::denial::Reason;
+use crate::core::keys::jwk_set::KeySet;
+use crate::core::policy::forward;
+use crate::core::policy::requirements as policy;
+use crate::core::ratelimit::charge::{self as ratelimit, LimitState, Verdict};
+use crate::core::ratelimit::limits::LimitKey;
+use crate::core::request::cookie;
+use crate::core::request::extract::{self, Extracted};
+use crate::core::request::path;
+use crate::core::request::query;
+use crate::core::request::view::{Headers, Request};
+use crate::core::store::SharedStore;
+use crate::core::token::cache::{TokenCache, Verified};
+use crate::core::token::claims as validate;
+use crate::core::token::jws::{self, Token};
 
 /// What the shell knows of one provider's keys.
 pub enum KeyState<'k> {
@@ -510,9 +512,10 @@ fn remove_token(source: &Source, req: &Request<'_>, d: &mut Decision) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::jwks::{self, Jwk};
-    use crate::core::shared_store::MemoryStore;
-    use crate::core::{config, test_keys};
+    use crate::core::config::compile as config;
+    use crate::core::keys::jwk_set::{self as jwks, Jwk};
+    use crate::core::store::MemoryStore;
+    use crate::core::test_keys;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use serde_json::json;

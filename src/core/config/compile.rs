@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::alg::{Alg, AlgSet};
-use super::claim_path::ClaimPath;
-use super::jwks::{self, KeySet};
-use super::matcher::{HeaderMatch, HeaderMatchKind, Match, PathTemplate};
-use super::ratelimit_config::RateLimit;
-use super::token_cache;
+use crate::core::crypto::alg::{Alg, AlgSet};
+use crate::core::keys::jwk_set::{self as jwks, KeySet};
+use crate::core::ratelimit::limits::RateLimit;
+use crate::core::request::matcher::{HeaderMatch, HeaderMatchKind, Match, PathTemplate};
+use crate::core::token::cache as token_cache;
+use crate::core::token::claim_path::ClaimPath;
 
 /// A configuration larger than this is refused before parsing.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
@@ -875,7 +875,7 @@ impl Config {
         self.rules
             .iter()
             .flat_map(|r| &r.rate_limits)
-            .any(|l| l.key == super::ratelimit_config::LimitKey::Ip)
+            .any(|l| l.key == crate::core::ratelimit::limits::LimitKey::Ip)
     }
 
     /// Providers that need their keys fetched over the network.

@@ -9,7 +9,7 @@
 ///
 /// The value is percent-decoded with `+` as space; a bare `name` yields `Some("")`.
 /// A matching pair whose value is not valid encoding (or not UTF-8) is skipped.
-use super::path::hex_value;
+use crate::core::request::path::hex_value;
 
 #[must_use]
 pub fn get_param(query: &str, name: &str) -> Option<String> {

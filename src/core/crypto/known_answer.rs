@@ -5,8 +5,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use super::der;
-use super::foreign_proto;
+use crate::core::crypto::der;
+use crate::core::crypto::foreign_wire as foreign_proto;
 
 /// RFC 7515 Appendix A.2: the RSA key's modulus (its exponent is AQAB).
 pub const RFC7515_A2_N: &str = "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ";
@@ -46,7 +46,10 @@ pub fn passes(mut call: impl FnMut(&[u8]) -> Option<Vec<u8>>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{jwks, jws, verify::SignatureVerifier, verify_pure::PureVerifier};
+    use crate::core::crypto::pure::PureVerifier;
+    use crate::core::crypto::verifier::SignatureVerifier;
+    use crate::core::keys::jwk_set as jwks;
+    use crate::core::token::jws;
 
     #[test]
     fn probe_vector_is_a_real_signature() {

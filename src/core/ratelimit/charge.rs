@@ -20,8 +20,8 @@
 //! call `ensure_records` at configuration, before workers serve. A record missing at request
 //! time is created on the spot, which is exact unless two workers create it at the same moment.
 
-use super::ratelimit_config::RateLimit;
-use super::shared_store::{self, SharedStore, WriteError};
+use crate::core::ratelimit::limits::RateLimit;
+use crate::core::store::{self as shared_store, SharedStore, WriteError};
 
 /// Slots per store value: the probe window of a key.
 pub const GROUP_SLOTS: usize = 8;
@@ -634,8 +634,8 @@ fn count_used(store: &dyn SharedStore, key: &str, cap: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ratelimit_config::{LimitKey, DEFAULT_MAX_KEYS};
-    use crate::core::shared_store::{Cas, MemoryStore};
+    use crate::core::ratelimit::limits::{LimitKey, DEFAULT_MAX_KEYS};
+    use crate::core::store::{Cas, MemoryStore};
     use std::cell::{Cell, RefCell};
     use std::collections::{BTreeSet, HashMap};
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,8 +1,8 @@
 //! Signature verification behind one small trait, so the request path does not care whether
 //! Envoy's BoringSSL (through a foreign function) or pure Rust does the work.
 
-use super::jwks::Jwk;
-use super::jws::Token;
+use crate::core::keys::jwk_set::Jwk;
+use crate::core::token::jws::Token;
 
 pub trait SignatureVerifier {
     /// True only when `token`'s signature over its signing input verifies with `key` under

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::authenticator::KeyState;
-use super::config::{authority_of, JwksConfig, JwksSource, Provider};
-use super::jwks::{self, KeySet, MAX_JWKS_BYTES};
-use super::shared_store::{self, SharedStore};
+use crate::core::config::compile::{authority_of, JwksConfig, JwksSource, Provider};
+use crate::core::decision::pipeline::KeyState;
+use crate::core::keys::jwk_set::{self as jwks, KeySet, MAX_JWKS_BYTES};
+use crate::core::store::{self as shared_store, SharedStore};
 
 /// Freshness bounds for a `Cache-Control: max-age` (SPEC.md).
 pub const MIN_FRESH_S: u64 = 30;
@@ -479,8 +479,9 @@ pub fn freshness_s(cache_control: Option<&str>, default_s: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::shared_store::MemoryStore;
-    use crate::core::{config, test_keys};
+    use crate::core::config::compile as config;
+    use crate::core::store::MemoryStore;
+    use crate::core::test_keys;
     use serde_json::json;
 
     fn provider(jwks: serde_json::Value) -> Provider {

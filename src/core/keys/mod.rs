@@ -1,0 +1,2 @@
+pub mod jwk_set;
+pub mod lifecycle;

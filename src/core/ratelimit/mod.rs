@@ -1,0 +1,2 @@
+pub mod charge;
+pub mod limits;
