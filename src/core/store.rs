@@ -109,6 +109,13 @@ impl MemoryStore {
     }
 }
 
+/// FNV-1a: a hash every VM computes identically, for shared-data key names.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

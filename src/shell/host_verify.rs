@@ -7,10 +7,9 @@ use crate::core::crypto::alg::Alg;
 use crate::core::crypto::der;
 use crate::core::crypto::foreign_wire as foreign_proto;
 use crate::core::crypto::known_answer as host_probe;
+use crate::core::crypto::public_key::{KeyMaterial, PublicKey};
 use crate::core::crypto::pure::PureVerifier;
-use crate::core::crypto::verifier::SignatureVerifier;
-use crate::core::keys::jwk_set::{Jwk, KeyMaterial};
-use crate::core::token::jws::Token;
+use crate::core::crypto::verifier::{SignatureVerifier, Signed};
 
 const FUNCTION: &str = "verify_signature";
 
@@ -28,13 +27,13 @@ pub fn host_available() -> bool {
 pub struct HostVerifier;
 
 impl SignatureVerifier for HostVerifier {
-    fn verify(&self, key: &Jwk, token: &Token<'_>) -> bool {
+    fn verify(&self, key: &PublicKey, token: &Signed<'_>) -> bool {
         let signature = match (&key.material, token.alg) {
             (KeyMaterial::Rsa { .. }, Alg::RS256 | Alg::RS384 | Alg::RS512) => {
-                std::borrow::Cow::Borrowed(token.signature.as_slice())
+                std::borrow::Cow::Borrowed(token.signature)
             }
             (KeyMaterial::Ec { curve, .. }, Alg::ES256 | Alg::ES384) => {
-                let Some(der_sig) = der::ecdsa_sig_jose_to_der(&token.signature, *curve) else {
+                let Some(der_sig) = der::ecdsa_sig_jose_to_der(token.signature, *curve) else {
                     return false;
                 };
                 std::borrow::Cow::Owned(der_sig)
@@ -45,7 +44,7 @@ impl SignatureVerifier for HostVerifier {
             token.alg.hash().envoy_name(),
             &key.spki_der,
             &signature,
-            token.signing_input.as_bytes(),
+            token.signing_input,
         );
         call(&args)
             .and_then(|out| foreign_proto::decode_result(&out))

@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
-use crate::core::config::compile::Config;
+use crate::core::config::model::Config;
 use crate::core::crypto::verifier::SignatureVerifier;
 use crate::core::decision::pipeline::{
     self as authenticator, Decision, Env, KeySource, KeyState, Outcome,

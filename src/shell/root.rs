@@ -10,7 +10,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType};
 
-use crate::core::config::compile::{self as config, SignatureBackend};
+use crate::core::config::compile as config;
+
+use crate::core::config::model::SignatureBackend;
 use crate::core::crypto::pure::PureVerifier;
 use crate::core::crypto::verifier::SignatureVerifier;
 use crate::core::keys::jwk_set::MAX_JWKS_BYTES;
@@ -91,8 +93,11 @@ impl Root {
         } else {
             fresh
         };
-        let mut caches: Vec<ProviderCache> =
-            config.providers.iter().map(ProviderCache::new).collect();
+        let mut caches: Vec<ProviderCache> = config
+            .providers
+            .iter()
+            .map(|p| ProviderCache::new(&p.name, &p.issuer, &p.jwks))
+            .collect();
         for c in caches.iter_mut() {
             c.ensure_record(&HostStore);
             c.sync(&HostStore);

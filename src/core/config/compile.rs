@@ -1,274 +1,23 @@
 //! The filter's JSON configuration (SPEC.md): parsing, validation and compilation into the
 //! shapes the request path uses. Every error names the field it is about.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
 use serde_json::Value;
 
+use crate::core::config::error::{err, ConfigError};
+use crate::core::config::model::{Auth, ClaimHeader, Config, Provider, Rule, SignatureBackend};
+use crate::core::config::rate_limit;
+use crate::core::config::raw::*;
 use crate::core::crypto::alg::{Alg, AlgSet};
-use crate::core::keys::jwk_set::{self as jwks, KeySet};
-use crate::core::ratelimit::limits::RateLimit;
+use crate::core::keys::jwk_set as jwks;
+use crate::core::keys::source::{authority_of, JwksConfig, JwksSource};
+use crate::core::policy::requirements::{ClaimCheck, ClaimRequirement, Scopes};
+use crate::core::request::extract::Source;
 use crate::core::request::matcher::{HeaderMatch, HeaderMatchKind, Match, PathTemplate};
 use crate::core::token::cache as token_cache;
 use crate::core::token::claim_path::ClaimPath;
 
 /// A configuration larger than this is refused before parsing.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub problem: String,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.problem)
-        } else {
-            write!(f, "{}: {}", self.field, self.problem)
-        }
-    }
-}
-
-fn err<T>(field: impl Into<String>, problem: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError {
-        field: field.into(),
-        problem: problem.into(),
-    })
-}
-
-// ---- raw, as written by operators ----
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    providers: BTreeMap<String, RawProvider>,
-    #[serde(default)]
-    rules: Vec<RawRule>,
-    realm: Option<String>,
-    bypass_cors_preflight: Option<bool>,
-    signature_backend: Option<String>,
-    token_cache_entries: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProvider {
-    issuer: String,
-    audiences: Vec<String>,
-    jwks: RawJwks,
-    algorithms: Option<Vec<String>>,
-    clock_skew_s: Option<u64>,
-    max_lifetime_s: Option<u64>,
-    client_ids: Option<Vec<String>>,
-    from: Option<Vec<RawSource>>,
-    #[serde(default)]
-    forward_token: bool,
-    #[serde(default)]
-    claims_to_headers: Vec<RawClaimHeader>,
-    payload_header: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawJwks {
-    uri: Option<String>,
-    discovery: Option<bool>,
-    cluster: Option<String>,
-    inline: Option<Value>,
-    timeout_ms: Option<u64>,
-    cache_duration_s: Option<u64>,
-    min_refetch_interval_s: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSource {
-    header: Option<String>,
-    prefix: Option<String>,
-    query: Option<String>,
-    cookie: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClaimHeader {
-    claim: String,
-    header: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    #[serde(rename = "match", default)]
-    match_: RawMatch,
-    auth: Option<String>,
-    providers: Option<Vec<String>>,
-    scopes: Option<RawScopes>,
-    #[serde(default)]
-    claims: Vec<RawClaim>,
-    #[serde(default)]
-    rate_limits: Vec<Value>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawMatch {
-    prefix: Option<String>,
-    exact: Option<String>,
-    template: Option<String>,
-    methods: Option<Vec<String>>,
-    headers: Option<Vec<RawHeaderMatch>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHeaderMatch {
-    name: String,
-    exact: Option<String>,
-    prefix: Option<String>,
-    present: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawScopes {
-    all: Option<Vec<String>>,
-    any: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClaim {
-    claim: String,
-    equals: Option<Value>,
-    #[serde(rename = "in")]
-    in_: Option<Vec<Value>>,
-    contains: Option<Value>,
-    equals_param: Option<String>,
-}
-
-// ---- compiled ----
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JwksSource {
-    Remote { uri: String, cluster: String },
-    Discovery { cluster: String },
-    Inline(KeySet),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwksConfig {
-    pub source: JwksSource,
-    pub timeout_ms: u64,
-    pub cache_duration_s: u64,
-    pub min_refetch_interval_s: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// `name` is lower-case; `prefix` is compared without regard to ASCII case.
-    Header {
-        name: String,
-        prefix: String,
-    },
-    Query(String),
-    Cookie(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimHeader {
-    pub claim: ClaimPath,
-    pub header: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Provider {
-    pub name: String,
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    pub jwks: JwksConfig,
-    pub algorithms: AlgSet,
-    pub clock_skew_s: u64,
-    pub max_lifetime_s: Option<u64>,
-    pub client_ids: Option<Vec<String>>,
-    pub from: Vec<Source>,
-    pub forward_token: bool,
-    pub claims_to_headers: Vec<ClaimHeader>,
-    pub payload_header: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Auth {
-    Required,
-    Optional,
-    None,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Scopes {
-    pub all: Vec<String>,
-    pub any: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimCheck {
-    Equals(Value),
-    In(Vec<Value>),
-    Contains(Value),
-    EqualsParam(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimRequirement {
-    pub claim: ClaimPath,
-    pub check: ClaimCheck,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// Position in the configuration, for logs.
-    pub index: usize,
-    pub matcher: Match,
-    pub auth: Auth,
-    /// Indexes into `Config::providers`, in the order the rule lists them.
-    pub providers: Vec<usize>,
-    /// The token sources of those providers, in order, without repeats: computed once here
-    /// rather than per request.
-    pub sources: Vec<Source>,
-    pub scopes: Scopes,
-    pub claims: Vec<ClaimRequirement>,
-    pub rate_limits: Vec<RateLimit>,
-}
-
-/// Which implementation checks signatures (an extension to SPEC.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureBackend {
-    /// Envoy's BoringSSL through the `verify_signature` foreign function when the host passes
-    /// a known-answer test, pure Rust otherwise and for PS*/EdDSA.
-    Auto,
-    /// Like `Auto`, but refuse to start when the host function is missing.
-    Host,
-    /// Pure Rust only.
-    Pure,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    pub providers: Vec<Provider>,
-    pub rules: Vec<Rule>,
-    pub realm: Option<String>,
-    pub bypass_cors_preflight: bool,
-    pub signature_backend: SignatureBackend,
-    /// Verified tokens remembered per VM (0 disables the cache).
-    pub token_cache_entries: usize,
-    /// Every claim and payload header of every provider: stripped from each request first.
-    pub protected_headers: Vec<String>,
-    /// The rule used when none matches: `auth: required`, any provider, no further checks.
-    pub default_rule: Rule,
-}
 
 const MAX_CLOCK_SKEW_S: u64 = 3600;
 const MAX_TIMEOUT_MS: u64 = 60_000;
@@ -578,21 +327,6 @@ fn compile_jwks(at: &str, j: RawJwks) -> Result<JwksConfig, ConfigError> {
     })
 }
 
-/// `(authority, path)` of an absolute http(s) URL.
-pub fn authority_of(uri: &str) -> Option<(&str, &str)> {
-    let rest = uri
-        .strip_prefix("https://")
-        .or_else(|| uri.strip_prefix("http://"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return None;
-    }
-    Some((authority, path))
-}
-
 fn compile_source(at: &str, s: RawSource) -> Result<Source, ConfigError> {
     let given = [s.header.is_some(), s.query.is_some(), s.cookie.is_some()]
         .iter()
@@ -727,7 +461,7 @@ fn compile_rule(index: usize, r: RawRule, provider_names: &[&str]) -> Result<Rul
     }
     let mut rate_limits = Vec::with_capacity(r.rate_limits.len());
     for (i, v) in r.rate_limits.iter().enumerate() {
-        rate_limits.push(RateLimit::parse(&format!("{at}.rate_limits[{i}]"), v)?);
+        rate_limits.push(rate_limit::parse(&format!("{at}.rate_limits[{i}]"), v)?);
     }
     Ok(Rule {
         index,
@@ -863,28 +597,6 @@ fn compile_claim(
             ),
         };
     Ok(ClaimRequirement { claim, check })
-}
-
-impl Config {
-    /// Whether any rate limit keys on the client address (worth a host call per request).
-    pub fn has_rate_limits(&self) -> bool {
-        self.rules.iter().any(|r| !r.rate_limits.is_empty())
-    }
-
-    pub fn needs_client_ip(&self) -> bool {
-        self.rules
-            .iter()
-            .flat_map(|r| &r.rate_limits)
-            .any(|l| l.key == crate::core::ratelimit::limits::LimitKey::Ip)
-    }
-
-    /// Providers that need their keys fetched over the network.
-    pub fn remote_providers(&self) -> impl Iterator<Item = (usize, &Provider)> {
-        self.providers
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !matches!(p.jwks.source, JwksSource::Inline(_)))
-    }
 }
 
 /// Used by tests of other modules: a set of unique header names is easier to assert on.

@@ -55,7 +55,7 @@ mod tests {
     fn probe_vector_is_a_real_signature() {
         let set = format!(r#"{{"keys":[{{"kty":"RSA","n":"{RFC7515_A2_N}","e":"AQAB"}}]}}"#);
         let key = jwks::parse(set.as_bytes()).unwrap().set.keys.remove(0);
-        assert!(PureVerifier.verify(&key, &jws::parse(RFC7515_A2_TOKEN).unwrap()));
+        assert!(PureVerifier.verify(&key.key, &jws::parse(RFC7515_A2_TOKEN).unwrap().signed()));
     }
 
     #[test]

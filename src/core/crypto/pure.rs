@@ -1,14 +1,13 @@
 //! The pure-Rust signature path. Used for algorithms Envoy's foreign function cannot do (PSS,
 //! EdDSA) and on hosts that do not offer it at all. RS256/384/512 go through this crate's own
-//! Montgomery verifier (`rsa_verify`, checked against Wycheproof), several times faster in
+//! Montgomery verifier (`crypto::rsa`, checked against Wycheproof), several times faster in
 //! wasm than the bignum code under jwt-simple; everything else goes through jwt-simple.
 
 use jwt_simple::prelude::*;
 
 use crate::core::crypto::alg::Alg;
-use crate::core::crypto::verifier::SignatureVerifier;
-use crate::core::keys::jwk_set::{Jwk, KeyMaterial};
-use crate::core::token::jws::Token;
+use crate::core::crypto::public_key::{KeyMaterial, PublicKey};
+use crate::core::crypto::verifier::{SignatureVerifier, Signed};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PureVerifier;
@@ -16,12 +15,8 @@ pub struct PureVerifier;
 /// jwt-simple checks claims as part of verifying; the filter checks claims itself (with its
 /// own skew and reasons), so jwt-simple's clock is pinned to the token's own `exp` and future
 /// tokens are accepted. Only its signature check can then fail.
-fn options(token: &Token<'_>) -> VerificationOptions {
-    let exp = token
-        .claims
-        .get("exp")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0);
+fn options(signed: &Signed<'_>) -> VerificationOptions {
+    let exp = signed.exp;
     VerificationOptions {
         accept_future: true,
         time_tolerance: None,
@@ -33,16 +28,16 @@ fn options(token: &Token<'_>) -> VerificationOptions {
 }
 
 impl SignatureVerifier for PureVerifier {
-    fn verify(&self, key: &Jwk, token: &Token<'_>) -> bool {
+    fn verify(&self, key: &PublicKey, token: &Signed<'_>) -> bool {
         if let (Some(prepared), Alg::RS256 | Alg::RS384 | Alg::RS512) = (&key.rsa, token.alg) {
             return prepared.0.verify_pkcs1v15(
                 token.alg.hash(),
-                token.signing_input.as_bytes(),
-                &token.signature,
+                token.signing_input,
+                token.signature,
             );
         }
         let opts = Some(options(token));
-        let raw = token.raw;
+        let raw = token.compact;
         type Claims = JWTClaims<serde_json::Value>;
         let result: Result<Claims, _> =
             match (&key.material, token.alg) {
@@ -91,6 +86,7 @@ impl SignatureVerifier for PureVerifier {
 mod tests {
     use super::*;
     use crate::core::keys::jwk_set as jwks;
+    use crate::core::keys::jwk_set::Jwk;
     use crate::core::test_keys;
     use crate::core::token::jws;
 
@@ -114,10 +110,10 @@ mod tests {
         ] {
             let k = key(jwk);
             let t = jws::parse(raw).unwrap();
-            assert!(PureVerifier.verify(&k, &t), "{raw}");
+            assert!(PureVerifier.verify(&k.key, &t.signed()), "{raw}");
             let bad = flip_last_sig_char(raw);
             if let Ok(t) = jws::parse(&bad) {
-                assert!(!PureVerifier.verify(&k, &t));
+                assert!(!PureVerifier.verify(&k.key, &t.signed()));
             }
         }
     }
@@ -127,7 +123,7 @@ mod tests {
         let rsa = key(test_keys::RFC7520_RSA_JWK);
         let t = jws::parse(test_keys::RFC7515_A2_TOKEN).unwrap();
         assert!(
-            !PureVerifier.verify(&rsa, &t),
+            !PureVerifier.verify(&rsa.key, &t.signed()),
             "A.2 token with RFC 7520's key"
         );
         let (h, rest) = test_keys::RFC7515_A2_TOKEN.split_once('.').unwrap();
@@ -137,7 +133,7 @@ mod tests {
             jws::tests::b64(&serde_json::json!({"iss": "joe", "exp": 1300819380, "admin": true}))
         );
         let t = jws::parse(&forged).unwrap();
-        assert!(!PureVerifier.verify(&key(test_keys::RFC7515_A2_JWK), &t));
+        assert!(!PureVerifier.verify(&key(test_keys::RFC7515_A2_JWK).key, &t.signed()));
     }
 
     /// Every algorithm, signed by jwt-simple's own signers with fresh keys.
@@ -194,10 +190,13 @@ mod tests {
         for (alg, raw) in &tokens {
             let t = jws::parse(raw).unwrap();
             assert_eq!(t.alg, *alg);
-            assert!(PureVerifier.verify(&k, &t), "{alg:?}");
+            assert!(PureVerifier.verify(&k.key, &t.signed()), "{alg:?}");
             let tampered = flip_last_sig_char(raw);
             let t = jws::parse(&tampered).unwrap();
-            assert!(!PureVerifier.verify(&k, &t), "{alg:?} tampered");
+            assert!(
+                !PureVerifier.verify(&k.key, &t.signed()),
+                "{alg:?} tampered"
+            );
         }
 
         let es256 = ES256KeyPair::generate();
@@ -208,7 +207,7 @@ mod tests {
             b(&pk[33..])
         );
         let t_raw = es256.sign(claims()).unwrap();
-        assert!(PureVerifier.verify(&key(&jwk), &jws::parse(&t_raw).unwrap()));
+        assert!(PureVerifier.verify(&key(&jwk).key, &jws::parse(&t_raw).unwrap().signed()));
 
         let es384 = ES384KeyPair::generate();
         let pk = es384.public_key().public_key().to_bytes_uncompressed();
@@ -218,7 +217,7 @@ mod tests {
             b(&pk[49..])
         );
         let t_raw = es384.sign(claims()).unwrap();
-        assert!(PureVerifier.verify(&key(&jwk), &jws::parse(&t_raw).unwrap()));
+        assert!(PureVerifier.verify(&key(&jwk).key, &jws::parse(&t_raw).unwrap().signed()));
 
         let ed = Ed25519KeyPair::generate();
         let jwk = format!(
@@ -226,7 +225,7 @@ mod tests {
             b(&ed.public_key().to_bytes())
         );
         let t_raw = ed.sign(claims()).unwrap();
-        assert!(PureVerifier.verify(&key(&jwk), &jws::parse(&t_raw).unwrap()));
+        assert!(PureVerifier.verify(&key(&jwk).key, &jws::parse(&t_raw).unwrap().signed()));
     }
     /// RS* must use the key prepared at JWKS load (the fast verifier), not jwt-simple: with
     /// another key's preparation swapped in, a genuine token must fail; with none, jwt-simple
@@ -235,10 +234,16 @@ mod tests {
     fn rsa_pkcs1_goes_through_the_prepared_key() {
         let t = jws::parse(test_keys::RFC7515_A2_TOKEN).unwrap();
         let mut k = key(test_keys::RFC7515_A2_JWK);
-        assert!(PureVerifier.verify(&k, &t));
-        k.rsa = key(test_keys::RFC7520_RSA_JWK).rsa;
-        assert!(!PureVerifier.verify(&k, &t), "prepared key ignored");
-        k.rsa = None;
-        assert!(PureVerifier.verify(&k, &t), "fallback without preparation");
+        assert!(PureVerifier.verify(&k.key, &t.signed()));
+        k.key.rsa = key(test_keys::RFC7520_RSA_JWK).key.rsa;
+        assert!(
+            !PureVerifier.verify(&k.key, &t.signed()),
+            "prepared key ignored"
+        );
+        k.key.rsa = None;
+        assert!(
+            PureVerifier.verify(&k.key, &t.signed()),
+            "fallback without preparation"
+        );
     }
 }

@@ -6,15 +6,24 @@ use std::cell::RefCell;
 
 use serde_json::{Map, Value};
 
-use crate::core::config::compile::{Auth, Config, Provider, Rule, Source};
+use crate::core::config::model::Auth;
+
+use crate::core::config::model::Config;
+
+use crate::core::config::model::Provider;
+
+use crate::core::config::model::Rule;
+
 use crate::core::crypto::verifier::SignatureVerifier;
 use crate::core::denial::Reason;
 use crate::core::keys::jwk_set::KeySet;
+pub use crate::core::keys::state::{KeySource, KeyState};
 use crate::core::policy::forward;
 use crate::core::policy::requirements as policy;
 use crate::core::ratelimit::charge::{self as ratelimit, LimitState, Verdict};
 use crate::core::ratelimit::limits::LimitKey;
 use crate::core::request::cookie;
+use crate::core::request::extract::Source;
 use crate::core::request::extract::{self, Extracted};
 use crate::core::request::path;
 use crate::core::request::query;
@@ -23,23 +32,6 @@ use crate::core::store::SharedStore;
 use crate::core::token::cache::{TokenCache, Verified};
 use crate::core::token::claims as validate;
 use crate::core::token::jws::{self, Token};
-
-/// What the shell knows of one provider's keys.
-pub enum KeyState<'k> {
-    Ready(&'k KeySet),
-    /// The first fetch has not finished yet.
-    Pending,
-    /// No key set was ever obtained.
-    Unavailable,
-}
-
-pub trait KeySource {
-    fn keys(&self, provider: usize) -> KeyState<'_>;
-
-    /// For a token whose kid is not in the set: whether to wait for a (re)fetch rather than
-    /// reject now. False when a refetch ran too recently for another to start.
-    fn unknown_kid_may_wait(&self, provider: usize) -> bool;
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderOp {
@@ -284,7 +276,7 @@ fn authenticate(
     // Claims first, as jwt_authn does: a token that is expired or meant for someone else
     // costs no signature check and never waits for keys (so replayed expired tokens cannot
     // buy RSA work or refetches). Who the token claims to be is still logged, marked so.
-    if let Err(e) = validate::check(p, &parsed.claims, env.now) {
+    if let Err(e) = validate::check(&p.expected(), &parsed.claims, env.now) {
         d.identify(&parsed.claims);
         d.identity_verified = false;
         return d.deny(e.reason, e.detail);
@@ -366,7 +358,7 @@ fn authorize(
 ) -> Decision {
     let p = &env.config.providers[provider];
     d.identify(claims);
-    if let Err(denied) = policy::check(rule, claims, params) {
+    if let Err(denied) = policy::check(&rule.scopes, &rule.claims, claims, params) {
         let reason = denied.reason();
         d = d.deny(reason, "");
         match denied {
@@ -457,9 +449,10 @@ fn verify_signature(
         Some(kid) => Box::new(set.by_kid(kid)),
         None => Box::new(set.keys.iter()),
     };
+    let signed = token.signed();
     for key in candidates.filter(|k| k.fits(token.alg)) {
         tried = true;
-        if verifier.verify(key, token) {
+        if verifier.verify(&key.key, &signed) {
             return Ok(key.fingerprint);
         }
     }
@@ -513,7 +506,9 @@ fn remove_token(source: &Source, req: &Request<'_>, d: &mut Decision) {
 mod tests {
     use super::*;
     use crate::core::config::compile as config;
-    use crate::core::keys::jwk_set::{self as jwks, Jwk};
+    use crate::core::crypto::public_key::PublicKey;
+    use crate::core::crypto::verifier::Signed;
+    use crate::core::keys::jwk_set as jwks;
     use crate::core::store::MemoryStore;
     use crate::core::test_keys;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -527,7 +522,7 @@ mod tests {
     /// which `verify_pure` tests on its own.
     struct FakeVerifier;
     impl SignatureVerifier for FakeVerifier {
-        fn verify(&self, _key: &Jwk, token: &Token<'_>) -> bool {
+        fn verify(&self, _key: &PublicKey, token: &Signed<'_>) -> bool {
             token.signature == b"good"
         }
         fn name(&self) -> &'static str {
@@ -782,7 +777,7 @@ mod tests {
     /// Counts signature checks, to prove a cache hit does none.
     struct CountingVerifier(std::cell::Cell<u32>);
     impl SignatureVerifier for CountingVerifier {
-        fn verify(&self, key: &Jwk, token: &Token<'_>) -> bool {
+        fn verify(&self, key: &PublicKey, token: &Signed<'_>) -> bool {
             self.0.set(self.0.get() + 1);
             FakeVerifier.verify(key, token)
         }

@@ -8,8 +8,8 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::core::crypto::alg::{Alg, KeyFamily};
-use crate::core::crypto::der::{self, EcCurve};
-use crate::core::crypto::rsa::RsaPublicKey;
+use crate::core::crypto::der::EcCurve;
+use crate::core::crypto::public_key::{KeyMaterial, PublicKey};
 
 /// A JWKS body larger than this is refused (an Okta key set is a few KiB).
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -20,56 +20,16 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// Larger moduli only cost CPU; nobody issues access tokens with them.
 pub const MAX_RSA_BITS: usize = 8192;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyMaterial {
-    Rsa {
-        n: Vec<u8>,
-        e: Vec<u8>,
-    },
-    Ec {
-        curve: EcCurve,
-        x: Vec<u8>,
-        y: Vec<u8>,
-    },
-    Ed25519 {
-        x: Vec<u8>,
-    },
-}
-
 /// One usable verification key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Jwk {
     pub kid: Option<String>,
     /// The `alg` the JWK pins, if any.
     pub alg: Option<Alg>,
-    pub material: KeyMaterial,
-    /// SubjectPublicKeyInfo DER, computed once here so the host crypto path does no per-request
-    /// encoding work.
-    pub spki_der: Vec<u8>,
+    pub key: PublicKey,
     /// Identifies this exact key (kid and material) across refreshes, so that what it verified
     /// can be forgotten when the IdP drops it.
     pub fingerprint: u64,
-    /// Montgomery constants for the pure-Rust RSA path, computed once per key set.
-    pub rsa: Option<PreparedRsa>,
-}
-
-/// A prepared RSA key. It is derived from `Jwk::material`, which `Jwk`'s equality already
-/// compares, so it adds nothing to equality.
-#[derive(Clone)]
-pub struct PreparedRsa(pub Arc<RsaPublicKey>);
-
-impl PartialEq for PreparedRsa {
-    fn eq(&self, _other: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for PreparedRsa {}
-
-impl std::fmt::Debug for PreparedRsa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PreparedRsa({} bits)", self.0.bits())
-    }
 }
 
 impl Jwk {
@@ -80,7 +40,7 @@ impl Jwk {
                 return false;
             }
         }
-        match (&self.material, alg.family()) {
+        match (&self.key.material, alg.family()) {
             (KeyMaterial::Rsa { .. }, KeyFamily::Rsa) => true,
             (KeyMaterial::Ec { curve, .. }, KeyFamily::Ec) => {
                 matches!(
@@ -294,14 +254,6 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, String> {
     if !jwk_kty_fits_alg {
         return Err(format!("alg {:?} does not fit kty {kty}", raw.alg));
     }
-    let spki_der = match &material {
-        KeyMaterial::Rsa { n, e } => der::rsa_spki(n, e),
-        KeyMaterial::Ec { curve, x, y } => {
-            der::ec_spki(*curve, x, y).ok_or("EC point cannot be encoded")?
-        }
-        // Envoy's verify_signature cannot do Ed25519, so no DER is needed for it.
-        KeyMaterial::Ed25519 { .. } => Vec::new(),
-    };
     let mut id = raw.kid.clone().unwrap_or_default().into_bytes();
     id.push(0);
     match &material {
@@ -315,19 +267,11 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, String> {
         }
         KeyMaterial::Ed25519 { x } => id.extend_from_slice(x),
     }
-    let rsa = match &material {
-        KeyMaterial::Rsa { n, e } => Some(PreparedRsa(Arc::new(
-            RsaPublicKey::new(n, e).ok_or("RSA key cannot be prepared for verification")?,
-        ))),
-        _ => None,
-    };
     Ok(Jwk {
         kid: raw.kid,
         alg,
-        material,
-        spki_der,
-        fingerprint: crate::core::keys::lifecycle::stable_hash(&id),
-        rsa,
+        key: PublicKey::new(material)?,
+        fingerprint: crate::core::store::stable_hash(&id),
     })
 }
 
@@ -373,7 +317,7 @@ pub(crate) mod tests {
     fn parses_rfc_ec_and_okp_keys() {
         let ec = one(test_keys::RFC7515_A3_JWK).unwrap();
         assert!(matches!(
-            ec.material,
+            ec.key.material,
             KeyMaterial::Ec {
                 curve: EcCurve::P256,
                 ..
@@ -448,7 +392,7 @@ pub(crate) mod tests {
     fn rsa_der_is_precomputed() {
         let doc = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k", "n": test_keys::RSA_2048_N, "e": "AQAB"}]});
         let parsed = parse(doc.to_string().as_bytes()).unwrap();
-        let der = &parsed.set.keys[0].spki_der;
+        let der = &parsed.set.keys[0].key.spki_der;
         // SEQUENCE with a two-byte long-form length, then the rsaEncryption OID.
         assert_eq!(&der[..2], &[0x30, 0x82]);
         assert!(der

@@ -10,10 +10,15 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::config::compile::{authority_of, JwksConfig, JwksSource, Provider};
-use crate::core::decision::pipeline::KeyState;
+use crate::core::keys::source::authority_of;
+
+use crate::core::keys::source::JwksConfig;
+
+use crate::core::keys::source::JwksSource;
+
 use crate::core::keys::jwk_set::{self as jwks, KeySet, MAX_JWKS_BYTES};
-use crate::core::store::{self as shared_store, SharedStore};
+use crate::core::keys::state::KeyState;
+use crate::core::store::{self as shared_store, stable_hash, SharedStore};
 
 /// Freshness bounds for a `Cache-Control: max-age` (SPEC.md).
 pub const MIN_FRESH_S: u64 = 30;
@@ -106,13 +111,6 @@ pub struct Synced {
     pub keys_changed: bool,
 }
 
-/// FNV-1a: a hash every VM computes identically, for shared-data key names.
-pub fn stable_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 #[derive(Debug)]
 pub struct ProviderCache {
     pub store_key: String,
@@ -124,17 +122,19 @@ pub struct ProviderCache {
 }
 
 impl ProviderCache {
-    pub fn new(p: &Provider) -> ProviderCache {
-        let (set, source) = match &p.jwks.source {
+    /// `name` and `issuer` only name the shared record, so providers with the same keys
+    /// under different names never share one.
+    pub fn new(name: &str, issuer: &str, jwks: &JwksConfig) -> ProviderCache {
+        let (set, source) = match &jwks.source {
             JwksSource::Inline(keys) => (Some(Arc::new(keys.clone())), "inline".to_owned()),
             JwksSource::Remote { uri, cluster } => (None, format!("{cluster} {uri}")),
             JwksSource::Discovery { cluster } => (None, format!("{cluster} discovery")),
         };
-        let id = format!("{}\n{}\n{}", p.name, p.issuer, source);
+        let id = format!("{name}\n{issuer}\n{source}");
         ProviderCache {
             store_key: format!("okta_jwt.jwks.{:016x}", stable_hash(id.as_bytes())),
-            issuer: p.issuer.clone(),
-            cfg: p.jwks.clone(),
+            issuer: issuer.to_owned(),
+            cfg: jwks.clone(),
             set,
             seen: SharedRecord::default(),
         }
@@ -480,6 +480,7 @@ pub fn freshness_s(cache_control: Option<&str>, default_s: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::core::config::compile as config;
+    use crate::core::config::model::Provider;
     use crate::core::store::MemoryStore;
     use crate::core::test_keys;
     use serde_json::json;
@@ -507,7 +508,9 @@ mod tests {
     /// `n` VMs of one process over one store, configured main-thread-first as Envoy does.
     fn vms(p: &Provider, n: usize) -> (MemoryStore, Vec<ProviderCache>) {
         let store = MemoryStore::default();
-        let caches: Vec<_> = (0..n).map(|_| ProviderCache::new(p)).collect();
+        let caches: Vec<_> = (0..n)
+            .map(|_| ProviderCache::new(&p.name, &p.issuer, &p.jwks))
+            .collect();
         for c in &caches {
             c.ensure_record(&store);
         }

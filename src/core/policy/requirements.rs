@@ -2,9 +2,29 @@
 
 use serde_json::{Map, Value};
 
-use crate::core::config::compile::{ClaimCheck, Rule};
 use crate::core::denial::Reason;
+use crate::core::token::claim_path::ClaimPath;
 use crate::core::token::scopes;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Scopes {
+    pub all: Vec<String>,
+    pub any: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimCheck {
+    Equals(Value),
+    In(Vec<Value>),
+    Contains(Value),
+    EqualsParam(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequirement {
+    pub claim: ClaimPath,
+    pub check: ClaimCheck,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
@@ -24,11 +44,11 @@ impl Denied {
 }
 
 pub fn check(
-    rule: &Rule,
+    s: &Scopes,
+    requirements: &[ClaimRequirement],
     claims: &Map<String, Value>,
     params: &[(&str, &str)],
 ) -> Result<(), Denied> {
-    let s = &rule.scopes;
     if !s.all.is_empty() || !s.any.is_empty() {
         let granted = scopes::granted(claims);
         let has = |want: &String| granted.contains(&want.as_str());
@@ -39,7 +59,7 @@ pub fn check(
             return Err(Denied::Scope(s.any.join(" ")));
         }
     }
-    for req in &rule.claims {
+    for req in requirements {
         let value = req.claim.lookup(claims);
         let ok = match (&req.check, value) {
             (_, None) => false,
@@ -70,6 +90,7 @@ pub fn check(
 mod tests {
     use super::*;
     use crate::core::config::compile as config;
+    use crate::core::config::model::Rule;
     use serde_json::json;
 
     fn rule(r: Value) -> Rule {
@@ -85,7 +106,7 @@ mod tests {
     }
 
     fn check_v(r: &Rule, claims: Value, params: &[(&str, &str)]) -> Result<(), Denied> {
-        check(r, claims.as_object().unwrap(), params)
+        check(&r.scopes, &r.claims, claims.as_object().unwrap(), params)
     }
 
     #[test]

@@ -3,10 +3,20 @@
 
 use std::borrow::Cow;
 
-use crate::core::config::compile::Source;
 use crate::core::request::cookie;
 use crate::core::request::query;
 use crate::core::request::view::Request;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `name` is lower-case; `prefix` is compared without regard to ASCII case.
+    Header {
+        name: String,
+        prefix: String,
+    },
+    Query(String),
+    Cookie(String),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extracted<'c, 'r> {

@@ -3,7 +3,6 @@
 
 use serde_json::{Map, Value};
 
-use crate::core::config::compile::Provider;
 use crate::core::denial::Reason;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +34,16 @@ pub fn client_id(claims: &Map<String, Value>) -> Option<&str> {
         .find_map(|c| claims.get(*c).and_then(Value::as_str))
 }
 
-pub fn check(p: &Provider, claims: &Map<String, Value>, now: u64) -> Result<(), ClaimError> {
+/// What a provider expects of a token's registered claims.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub audiences: &'a [String],
+    pub clock_skew_s: u64,
+    pub max_lifetime_s: Option<u64>,
+    pub client_ids: Option<&'a [String]>,
+}
+
+pub fn check(p: &Expected<'_>, claims: &Map<String, Value>, now: u64) -> Result<(), ClaimError> {
     let now = now as f64;
     let skew = p.clock_skew_s as f64;
     let Some(exp) = numeric_date(claims, "exp")? else {
@@ -84,7 +92,7 @@ pub fn check(p: &Provider, claims: &Map<String, Value>, now: u64) -> Result<(), 
             "aud has none of the configured audiences",
         );
     }
-    if let Some(allowed) = &p.client_ids {
+    if let Some(allowed) = p.client_ids {
         match client_id(claims) {
             Some(c) if allowed.iter().any(|a| a == c) => {}
             Some(_) => return fail(Reason::WrongClient, "client id is not allowed"),
@@ -98,6 +106,7 @@ pub fn check(p: &Provider, claims: &Map<String, Value>, now: u64) -> Result<(), 
 mod tests {
     use super::*;
     use crate::core::config::compile as config;
+    use crate::core::config::model::Provider;
     use serde_json::json;
 
     const NOW: u64 = 1_700_000_000;
@@ -129,7 +138,9 @@ mod tests {
     }
 
     fn reason(p: &Provider, c: Value) -> Option<Reason> {
-        check(p, &claims(c), NOW).err().map(|e| e.reason)
+        check(&p.expected(), &claims(c), NOW)
+            .err()
+            .map(|e| e.reason)
     }
 
     #[test]

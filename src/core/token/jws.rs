@@ -6,6 +6,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::core::crypto::alg::Alg;
+use crate::core::crypto::verifier::Signed;
 use crate::core::denial::Reason;
 
 /// Tokens longer than this (after the prefix is removed) are refused before decoding.
@@ -29,6 +30,20 @@ pub struct Token<'a> {
     pub kid: Option<String>,
     pub signature: Vec<u8>,
     pub claims: Map<String, Value>,
+}
+
+impl Token<'_> {
+    /// What the verifiers need. `exp` is 0 when absent or not an integer: it only pins
+    /// jwt-simple's clock, and the claim checks have refused such tokens already.
+    pub fn signed(&self) -> Signed<'_> {
+        Signed {
+            alg: self.alg,
+            signing_input: self.signing_input.as_bytes(),
+            signature: &self.signature,
+            compact: self.raw,
+            exp: self.claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

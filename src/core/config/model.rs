@@ -1,0 +1,115 @@
+//! The compiled configuration: what the request path reads. Built only by `compile`.
+
+use crate::core::crypto::alg::AlgSet;
+use crate::core::keys::source::{JwksConfig, JwksSource};
+use crate::core::policy::requirements::{ClaimRequirement, Scopes};
+use crate::core::ratelimit::limits::{LimitKey, RateLimit};
+use crate::core::request::extract::Source;
+use crate::core::request::matcher::Match;
+use crate::core::token::claim_path::ClaimPath;
+use crate::core::token::claims::Expected;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimHeader {
+    pub claim: ClaimPath,
+    pub header: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    pub name: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks: JwksConfig,
+    pub algorithms: AlgSet,
+    pub clock_skew_s: u64,
+    pub max_lifetime_s: Option<u64>,
+    pub client_ids: Option<Vec<String>>,
+    pub from: Vec<Source>,
+    pub forward_token: bool,
+    pub claims_to_headers: Vec<ClaimHeader>,
+    pub payload_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    Required,
+    Optional,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Position in the configuration, for logs.
+    pub index: usize,
+    pub matcher: Match,
+    pub auth: Auth,
+    /// Indexes into `Config::providers`, in the order the rule lists them.
+    pub providers: Vec<usize>,
+    /// The token sources of those providers, in order, without repeats: computed once here
+    /// rather than per request.
+    pub sources: Vec<Source>,
+    pub scopes: Scopes,
+    pub claims: Vec<ClaimRequirement>,
+    pub rate_limits: Vec<RateLimit>,
+}
+
+/// Which implementation checks signatures (an extension to SPEC.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureBackend {
+    /// Envoy's BoringSSL through the `verify_signature` foreign function when the host passes
+    /// a known-answer test, pure Rust otherwise and for PS*/EdDSA.
+    Auto,
+    /// Like `Auto`, but refuse to start when the host function is missing.
+    Host,
+    /// Pure Rust only.
+    Pure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub providers: Vec<Provider>,
+    pub rules: Vec<Rule>,
+    pub realm: Option<String>,
+    pub bypass_cors_preflight: bool,
+    pub signature_backend: SignatureBackend,
+    /// Verified tokens remembered per VM (0 disables the cache).
+    pub token_cache_entries: usize,
+    /// Every claim and payload header of every provider: stripped from each request first.
+    pub protected_headers: Vec<String>,
+    /// The rule used when none matches: `auth: required`, any provider, no further checks.
+    pub default_rule: Rule,
+}
+
+impl Provider {
+    pub fn expected(&self) -> Expected<'_> {
+        Expected {
+            audiences: &self.audiences,
+            clock_skew_s: self.clock_skew_s,
+            max_lifetime_s: self.max_lifetime_s,
+            client_ids: self.client_ids.as_deref(),
+        }
+    }
+}
+
+impl Config {
+    /// Whether any rate limit keys on the client address (worth a host call per request).
+    pub fn has_rate_limits(&self) -> bool {
+        self.rules.iter().any(|r| !r.rate_limits.is_empty())
+    }
+
+    pub fn needs_client_ip(&self) -> bool {
+        self.rules
+            .iter()
+            .flat_map(|r| &r.rate_limits)
+            .any(|l| l.key == LimitKey::Ip)
+    }
+
+    /// Providers that need their keys fetched over the network.
+    pub fn remote_providers(&self) -> impl Iterator<Item = (usize, &Provider)> {
+        self.providers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !matches!(p.jwks.source, JwksSource::Inline(_)))
+    }
+}

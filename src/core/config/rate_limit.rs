@@ -1,0 +1,187 @@
+//! Compiling `rules[].rate_limits[]`: validated at load so a bad limit never reaches traffic.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::core::config::error::ConfigError;
+use crate::core::ratelimit::limits::{LimitKey, RateLimit, DEFAULT_MAX_KEYS, MAX_MAX_KEYS};
+use crate::core::token::claim_path::ClaimPath;
+
+const MAX_REQUESTS: u64 = 1_000_000_000;
+const MAX_PERIOD_S: u64 = 86_400 * 366;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    key: String,
+    requests: u64,
+    per_s: u64,
+    burst: Option<u64>,
+    max_keys: Option<u64>,
+}
+pub fn parse(at: &str, value: &Value) -> Result<RateLimit, ConfigError> {
+    let fail = |field: String, problem: String| ConfigError { field, problem };
+    let raw: RawRateLimit = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            at.to_owned()
+        } else {
+            format!("{at}.{path}")
+        };
+        fail(field, e.into_inner().to_string())
+    })?;
+    let key = if let Some(claim) = raw.key.strip_prefix("claim:") {
+        LimitKey::Claim(ClaimPath::parse(claim).map_err(|p| fail(format!("{at}.key"), p))?)
+    } else if let Some(header) = raw.key.strip_prefix("header:") {
+        if header.is_empty()
+            || !header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(fail(
+                format!("{at}.key"),
+                format!("{header:?} is not a valid header name"),
+            ));
+        }
+        LimitKey::Header(header.to_ascii_lowercase())
+    } else if raw.key == "ip" {
+        LimitKey::Ip
+    } else if raw.key == "route" {
+        LimitKey::Route
+    } else {
+        return Err(fail(
+            format!("{at}.key"),
+            format!(
+                "{:?} is not one of claim:NAME, header:NAME, ip, route",
+                raw.key
+            ),
+        ));
+    };
+    if raw.requests == 0 || raw.requests > MAX_REQUESTS {
+        return Err(fail(
+            format!("{at}.requests"),
+            format!("must be between 1 and {MAX_REQUESTS}"),
+        ));
+    }
+    if raw.per_s == 0 || raw.per_s > MAX_PERIOD_S {
+        return Err(fail(
+            format!("{at}.per_s"),
+            format!("must be between 1 and {MAX_PERIOD_S}"),
+        ));
+    }
+    let burst = raw.burst.unwrap_or(raw.requests);
+    if burst == 0 || burst > MAX_REQUESTS {
+        return Err(fail(
+            format!("{at}.burst"),
+            format!("must be between 1 and {MAX_REQUESTS}"),
+        ));
+    }
+    let max_keys = raw.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+    if max_keys == 0 || max_keys > MAX_MAX_KEYS {
+        return Err(fail(
+            format!("{at}.max_keys"),
+            format!("must be between 1 and {MAX_MAX_KEYS}"),
+        ));
+    }
+    Ok(RateLimit {
+        key,
+        requests: raw.requests,
+        per_s: raw.per_s,
+        burst,
+        max_keys,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_keys_and_defaults_burst_to_requests() {
+        let r = parse(
+            "r",
+            &json!({"key": "claim:org.id", "requests": 5, "per_s": 60}),
+        )
+        .unwrap();
+        assert_eq!(r.key, LimitKey::Claim(ClaimPath::parse("org.id").unwrap()));
+        assert_eq!(r.burst, 5);
+        assert_eq!(r.max_keys, DEFAULT_MAX_KEYS);
+        let r = parse(
+            "r",
+            &json!({"key": "header:X-Api-Key", "requests": 1, "per_s": 1, "burst": 3}),
+        )
+        .unwrap();
+        assert_eq!(r.key, LimitKey::Header("x-api-key".into()));
+        assert_eq!(r.burst, 3);
+        assert_eq!(
+            parse("r", &json!({"key": "ip", "requests": 1, "per_s": 1}))
+                .unwrap()
+                .key,
+            LimitKey::Ip
+        );
+        assert_eq!(
+            parse("r", &json!({"key": "route", "requests": 1, "per_s": 1}))
+                .unwrap()
+                .key,
+            LimitKey::Route
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (json!({"key": "user", "requests": 1, "per_s": 1}), "r.key"),
+            (json!({"key": "claim:", "requests": 1, "per_s": 1}), "r.key"),
+            (
+                json!({"key": "ip", "requests": 0, "per_s": 1}),
+                "r.requests",
+            ),
+            (json!({"key": "ip", "requests": 1, "per_s": 0}), "r.per_s"),
+            (
+                json!({"key": "ip", "requests": 1, "per_s": 1, "burst": 0}),
+                "r.burst",
+            ),
+            (
+                json!({"key": "ip", "requests": -1, "per_s": 1}),
+                "r.requests",
+            ),
+            (
+                json!({"key": "ip", "requests": 1, "per_s": 1, "window": 2}),
+                "r.window",
+            ),
+            (
+                json!({"key": "ip", "requests": 1, "per_s": 1, "max_keys": 0}),
+                "r.max_keys",
+            ),
+            (
+                json!({"key": "ip", "requests": 1, "per_s": 1, "max_keys": 1_000_001}),
+                "r.max_keys",
+            ),
+            (
+                json!({"key": "ip", "requests": 1, "per_s": 1, "max_keys": "many"}),
+                "r.max_keys",
+            ),
+        ];
+        for (value, field) in cases {
+            let e = parse("r", &value).unwrap_err();
+            assert_eq!(e.field, field, "{value}: {e}");
+        }
+    }
+
+    #[test]
+    fn max_keys_is_optional_and_bounded() {
+        let at = "rules[1].rate_limits[0]";
+        let ok = |n: u64| {
+            parse(
+                at,
+                &json!({"key": "ip", "requests": 1, "per_s": 1, "max_keys": n}),
+            )
+        };
+        assert_eq!(ok(1).unwrap().max_keys, 1);
+        assert_eq!(ok(MAX_MAX_KEYS).unwrap().max_keys, MAX_MAX_KEYS);
+        let e = ok(MAX_MAX_KEYS + 1).unwrap_err();
+        assert_eq!(e.field, "rules[1].rate_limits[0].max_keys");
+        assert!(e.problem.contains("1000000"), "{e}");
+    }
+}

@@ -1,0 +1,116 @@
+//! The configuration as operators write it: serde types that refuse unknown fields. Nothing
+//! here validates beyond types; `compile` turns these into the model.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    pub realm: Option<String>,
+    pub bypass_cors_preflight: Option<bool>,
+    pub signature_backend: Option<String>,
+    pub token_cache_entries: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks: RawJwks,
+    pub algorithms: Option<Vec<String>>,
+    pub clock_skew_s: Option<u64>,
+    pub max_lifetime_s: Option<u64>,
+    pub client_ids: Option<Vec<String>>,
+    pub from: Option<Vec<RawSource>>,
+    #[serde(default)]
+    pub forward_token: bool,
+    #[serde(default)]
+    pub claims_to_headers: Vec<RawClaimHeader>,
+    pub payload_header: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwks {
+    pub uri: Option<String>,
+    pub discovery: Option<bool>,
+    pub cluster: Option<String>,
+    pub inline: Option<Value>,
+    pub timeout_ms: Option<u64>,
+    pub cache_duration_s: Option<u64>,
+    pub min_refetch_interval_s: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub header: Option<String>,
+    pub prefix: Option<String>,
+    pub query: Option<String>,
+    pub cookie: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClaimHeader {
+    pub claim: String,
+    pub header: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    #[serde(rename = "match", default)]
+    pub match_: RawMatch,
+    pub auth: Option<String>,
+    pub providers: Option<Vec<String>>,
+    pub scopes: Option<RawScopes>,
+    #[serde(default)]
+    pub claims: Vec<RawClaim>,
+    #[serde(default)]
+    pub rate_limits: Vec<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub prefix: Option<String>,
+    pub exact: Option<String>,
+    pub template: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub headers: Option<Vec<RawHeaderMatch>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderMatch {
+    pub name: String,
+    pub exact: Option<String>,
+    pub prefix: Option<String>,
+    pub present: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScopes {
+    pub all: Option<Vec<String>>,
+    pub any: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClaim {
+    pub claim: String,
+    pub equals: Option<Value>,
+    #[serde(rename = "in")]
+    pub in_: Option<Vec<Value>>,
+    pub contains: Option<Value>,
+    pub equals_param: Option<String>,
+}
