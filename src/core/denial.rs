@@ -1,6 +1,20 @@
 //! Why a request was denied: one precise reason for logs and stats, and the generic answer the
 //! client sees (RFC 6750). The two are kept apart so a response never says more than it should.
 
+/// A stage's refusal: the precise reason, and a detail for the log that never holds token
+/// bytes. Every stage of the pipeline returns `Result<_, Denial>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: Reason,
+    pub detail: &'static str,
+}
+
+impl Denial {
+    pub fn new(reason: Reason, detail: &'static str) -> Denial {
+        Denial { reason, detail }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     MissingToken,

@@ -3,7 +3,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
 
-use crate::core::decision::pipeline::{Decision, HeaderOp, Outcome};
+use crate::core::decision::outcome::{Decision, HeaderOp, Outcome};
 use crate::core::decision::response;
 use crate::core::denial::Reason;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 
-use crate::core::decision::pipeline::Outcome;
+use crate::core::decision::outcome::Outcome;
 use crate::core::keys::lifecycle::{FetchOutcome, FetchRequest, Want};
 use crate::core::ratelimit::charge as ratelimit;
 
@@ -169,13 +169,11 @@ fn sync_limit_hasher(plugin: &Plugin) {
 
 /// Buckets in use per rate limit, read from shared data (about once a second).
 fn publish_buckets(plugin: &Plugin) {
-    for rule in &plugin.config.rules {
+    for (index, rule) in plugin.config.rules.iter().enumerate() {
         for i in 0..rule.rate_limits.len() {
-            plugin.metrics.buckets(
-                rule.index,
-                i,
-                ratelimit::buckets_in_use(&HostStore, rule.index, i),
-            );
+            plugin
+                .metrics
+                .buckets(index, i, ratelimit::buckets_in_use(&HostStore, index, i));
         }
     }
 }

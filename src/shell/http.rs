@@ -6,7 +6,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use crate::core::decision::pipeline::{Decision, Outcome};
+use crate::core::decision::outcome::{Decision, Outcome};
 use crate::core::decision::response;
 use crate::core::denial::Reason;
 use crate::core::request::view as request;

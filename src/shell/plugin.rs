@@ -6,11 +6,12 @@ use std::collections::{HashMap, HashSet};
 
 use crate::core::config::model::Config;
 use crate::core::crypto::verifier::SignatureVerifier;
-use crate::core::decision::pipeline::{
-    self as authenticator, Decision, Env, KeySource, KeyState, Outcome,
-};
+use crate::core::decision::env::{Env, Incoming};
+use crate::core::decision::outcome::{Decision, Outcome};
+use crate::core::decision::pipeline as authenticator;
 use crate::core::denial::Reason;
 use crate::core::keys::lifecycle::ProviderCache;
+use crate::core::keys::state::{KeySource, KeyState};
 use crate::core::ratelimit::charge::{KeyHasher, LimitState};
 use crate::core::token::cache::TokenCache;
 
@@ -125,9 +126,10 @@ impl Plugin {
 
     fn decide_once(&self, now_ms: u64, req: &SavedRequest) -> Decision {
         let caches = self.caches.borrow();
-        let env = Env {
+        let mut token_cache = self.token_cache.borrow_mut();
+        let mut env = Env {
             config: &self.config,
-            cache: (self.config.token_cache_entries > 0).then_some(&self.token_cache),
+            cache: (self.config.token_cache_entries > 0).then_some(&mut *token_cache),
             keys: &Caches {
                 caches: &caches,
                 now_ms,
@@ -139,11 +141,13 @@ impl Plugin {
             limit_hasher: self.limit_hasher.get(),
         };
         authenticator::decide(
-            &env,
-            &req.method,
-            &req.path,
-            &req.headers,
-            req.client_ip.as_deref(),
+            &mut env,
+            &Incoming {
+                method: &req.method,
+                path: &req.path,
+                headers: &req.headers,
+                client_ip: req.client_ip.as_deref(),
+            },
         )
     }
 

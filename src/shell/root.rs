@@ -71,14 +71,11 @@ impl Root {
         let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
         let limits: Vec<usize> = config.rules.iter().map(|r| r.rate_limits.len()).collect();
         let metrics = Metrics::define(&names, &limits);
-        for rule in &config.rules {
+        for (index, rule) in config.rules.iter().enumerate() {
             // Created up front (the main thread configures first) so every later bucket
             // update is a real compare-and-swap.
-            ratelimit::ensure_records(&HostStore, rule.index, &rule.rate_limits).map_err(|e| {
-                format!(
-                    "rules[{}].rate_limits: cannot create buckets in shared data: {e:?}",
-                    rule.index
-                )
+            ratelimit::ensure_records(&HostStore, index, &rule.rate_limits).map_err(|e| {
+                format!("rules[{index}].rate_limits: cannot create buckets in shared data: {e:?}")
             })?;
         }
         // Random (WASI randomness under SipHash) unless another VM already chose the key.

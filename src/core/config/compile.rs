@@ -119,7 +119,6 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let all: Vec<usize> = (0..providers.len()).collect();
     let default_rule = Rule {
-        index: usize::MAX,
         matcher: Match::default(),
         auth: Auth::Required,
         sources: sources_of(&providers, &all),
@@ -464,7 +463,6 @@ fn compile_rule(index: usize, r: RawRule, provider_names: &[&str]) -> Result<Rul
         rate_limits.push(rate_limit::parse(&format!("{at}.rate_limits[{i}]"), v)?);
     }
     Ok(Rule {
-        index,
         matcher,
         auth,
         providers,

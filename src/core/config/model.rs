@@ -40,8 +40,6 @@ pub enum Auth {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// Position in the configuration, for logs.
-    pub index: usize,
     pub matcher: Match,
     pub auth: Auth,
     /// Indexes into `Config::providers`, in the order the rule lists them.
@@ -78,6 +76,7 @@ pub struct Config {
     /// Every claim and payload header of every provider: stripped from each request first.
     pub protected_headers: Vec<String>,
     /// The rule used when none matches: `auth: required`, any provider, no further checks.
+    /// It has no position in `rules`, so decisions under it name no rule.
     pub default_rule: Rule,
 }
 

@@ -1,505 +1,168 @@
-//! The decision for one request: path, rule, token, provider, key, signature, claims, policy.
-//! Pure: the shell supplies the keys it holds, a signature verifier and the clock.
+//! The decision for one request, as a pipeline of stages: path, protected headers, rule,
+//! authentication, authorization, rate limits, forwarding. Each stage returns
+//! `Result<_, Denial>` (or `Halt`, which adds what a response or a wait needs); the decision is
+//! built once, here.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 
-use serde_json::{Map, Value};
+use crate::core::config::model::{Auth, Config, Rule};
+use crate::core::denial::{Denial, Reason};
+use crate::core::request::matcher::Params;
+use crate::core::request::path::{self, RequestPath};
+use crate::core::request::view::Request;
 
-use crate::core::config::model::Auth;
+use super::authenticate::authenticate;
+use super::authorize::{self, Limits};
+use super::env::{Env, Incoming};
+use super::halt::Halt;
+use super::identity::Verification;
+use super::outcome::{Decision, HeaderOp, Outcome};
 
-use crate::core::config::model::Config;
-
-use crate::core::config::model::Provider;
-
-use crate::core::config::model::Rule;
-
-use crate::core::crypto::verifier::SignatureVerifier;
-use crate::core::denial::Reason;
-use crate::core::keys::jwk_set::KeySet;
-pub use crate::core::keys::state::{KeySource, KeyState};
-use crate::core::policy::forward;
-use crate::core::policy::requirements as policy;
-use crate::core::ratelimit::charge::{self as ratelimit, LimitState, Verdict};
-use crate::core::ratelimit::limits::LimitKey;
-use crate::core::request::cookie;
-use crate::core::request::extract::Source;
-use crate::core::request::extract::{self, Extracted};
-use crate::core::request::path;
-use crate::core::request::query;
-use crate::core::request::view::{Headers, Request};
-use crate::core::store::SharedStore;
-use crate::core::token::cache::{TokenCache, Verified};
-use crate::core::token::claims as validate;
-use crate::core::token::jws::{self, Token};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderOp {
-    Remove(String),
-    Set(String, String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Allow,
-    Deny {
-        reason: Reason,
-        /// For `insufficient_scope`: the scopes to name in `WWW-Authenticate`.
-        scope: Option<String>,
-    },
-    /// Decide again once the provider's next fetch ends: its first fetch is in flight
-    /// (`refetch: false`), or the token's kid is unknown and a refetch may find it
-    /// (`refetch: true`).
-    Wait {
-        provider: usize,
-        refetch: bool,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub outcome: Outcome,
-    /// Header changes to apply when the request is allowed.
-    pub ops: Vec<HeaderOp>,
-    /// A new `:path` to send upstream (normalized, or with a query token removed).
-    pub path: Option<String>,
-    /// The query once a query-parameter token is taken out of it, for `decide` to put back
-    /// together with the path.
-    query_without_token: Option<String>,
-    pub rule: Option<usize>,
-    pub provider: Option<usize>,
-    /// `sub` and client id, for the log.
-    pub sub: Option<String>,
-    pub cid: Option<String>,
-    /// False when `sub` and `cid` come from a token refused before its signature was
-    /// checked (its claims failed): they are only what the token claims.
-    pub identity_verified: bool,
-    /// Precise reason for the log; never token bytes.
-    pub detail: &'static str,
-    /// Whether the verified-token cache answered (`None`: no token was verified).
-    pub cache_hit: Option<bool>,
-    /// The most restrictive rate limit that applied, for the `RateLimit-*` headers.
-    pub rate: Option<LimitState>,
-    /// For 429: whole seconds until a token is available.
-    pub retry_after_s: Option<u64>,
-}
-
-impl Decision {
-    fn new(outcome: Outcome) -> Decision {
-        Decision {
-            outcome,
-            ops: Vec::new(),
-            path: None,
-            query_without_token: None,
-            rule: None,
-            provider: None,
-            sub: None,
-            cid: None,
-            identity_verified: true,
-            detail: "",
-            cache_hit: None,
-            rate: None,
-            retry_after_s: None,
-        }
-    }
-
-    /// A denial decided before any rule applies.
-    pub fn rejected(reason: Reason, detail: &'static str) -> Decision {
-        Decision::new(Outcome::Allow).deny(reason, detail)
-    }
-
-    /// Who the claims name, for the log.
-    fn identify(&mut self, claims: &Map<String, Value>) {
-        self.sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-        self.cid = validate::client_id(claims).map(str::to_owned);
-    }
-
-    fn deny(mut self, reason: Reason, detail: &'static str) -> Decision {
-        self.outcome = Outcome::Deny {
-            reason,
-            scope: None,
-        };
-        self.detail = detail;
-        self
-    }
-}
-
-pub struct Env<'a> {
-    pub config: &'a Config,
-    /// Tokens verified earlier by this VM; `None` disables the shortcut.
-    pub cache: Option<&'a RefCell<TokenCache>>,
-    pub keys: &'a dyn KeySource,
-    pub verifier: &'a dyn SignatureVerifier,
-    /// Seconds since the Unix epoch.
-    pub now: u64,
-    /// The same instant in milliseconds, for rate-limit refill.
-    pub now_ms: u64,
-    /// Where rate-limit buckets live (shared by every worker); `None` disables limits.
-    pub store: Option<&'a dyn SharedStore>,
-    /// The fleet's key for placing rate-limit key values in buckets.
-    pub limit_hasher: ratelimit::KeyHasher,
-}
-
-pub fn decide(
-    env: &Env<'_>,
-    method: &str,
-    raw_path: &str,
-    headers: &Headers,
-    client_ip: Option<&str>,
-) -> Decision {
-    let cfg = env.config;
-    let normalized = match path::normalize(raw_path) {
+pub fn decide(env: &mut Env<'_>, incoming: &Incoming<'_>) -> Decision {
+    let normalized = match path::normalize(incoming.path) {
         Ok(p) => p,
         Err(e) => return Decision::rejected(Reason::BadPath, e.as_str()),
     };
     let req = Request {
-        method,
+        method: incoming.method,
         path: &normalized.path,
         query: normalized.query,
-        headers,
-        client_ip,
+        headers: incoming.headers,
+        client_ip: incoming.client_ip,
     };
     let mut d = Decision::new(Outcome::Allow);
-    // Anti-spoofing comes first and applies to every request, whatever the rule.
-    for h in &cfg.protected_headers {
-        if req.header(h).is_some() {
-            d.ops.push(HeaderOp::Remove(h.clone()));
-        }
-    }
-    let mut upstream_query = normalized.query.map(Cow::Borrowed);
-    let mut path_changed = normalized.changed;
-
-    if cfg.bypass_cors_preflight && req.is_cors_preflight() {
+    strip_protected(env.config, &req, &mut d.ops);
+    let mut new_query = None;
+    if env.config.bypass_cors_preflight && req.is_cors_preflight() {
         d.detail = "cors preflight";
     } else {
-        let (rule, params) = cfg
-            .rules
-            .iter()
-            .find_map(|r| r.matcher.matches(&req).map(|p| (r, p)))
-            .unwrap_or((&cfg.default_rule, Vec::new()));
-        if rule.index != usize::MAX {
-            d.rule = Some(rule.index);
-        }
-        if rule.auth != Auth::None {
-            d = authenticate(env, rule, &params, &req, d);
-            if d.outcome != Outcome::Allow {
-                return d;
-            }
-        }
-        if d.cache_hit.is_none() {
-            // No token was verified (auth none, or optional without one): limits still apply,
-            // with claim keys empty. Verified requests were limited in `authorize`.
-            d = rate_limit(env, rule, None, &req, d);
-            if d.outcome != Outcome::Allow {
-                return d;
-            }
-        }
-        if let Some(source_query) = d.query_without_token.take() {
-            upstream_query = (!source_query.is_empty()).then_some(Cow::Owned(source_query));
-            path_changed = true;
+        match apply_rule(env, &req, &mut d) {
+            Ok(query) => new_query = query,
+            Err(halt) => return halted(d, halt),
         }
     }
-    if path_changed {
-        d.path = Some(match &upstream_query {
-            Some(q) => format!("{}?{}", normalized.path, q),
-            None => normalized.path.into_owned(),
-        });
-    }
+    d.path = upstream_path(&normalized, new_query);
     d
 }
 
-fn authenticate(
-    env: &Env<'_>,
-    rule: &Rule,
-    params: &[(&str, &str)],
-    req: &Request<'_>,
-    mut d: Decision,
-) -> Decision {
-    let cfg = env.config;
-    let Some(Extracted { token, source }) = extract::extract(&rule.sources, req) else {
-        return match rule.auth {
-            Auth::Optional => {
-                d.detail = "no token on an optional rule";
-                d
-            }
-            _ => d.deny(Reason::MissingToken, "no token in any configured source"),
-        };
-    };
-    if let Some(cache) = env.cache {
-        let mut cache = cache.borrow_mut();
-        if let Some(hit) = cache.get(&token, env.now) {
-            let usable = rule.providers.contains(&hit.provider)
-                && cfg.providers[hit.provider].from.contains(source)
-                && matches!(env.keys.keys(hit.provider),
-                            KeyState::Ready(set) if set.has_fingerprint(hit.key));
-            if usable {
-                d.cache_hit = Some(true);
-                d.provider = Some(hit.provider);
-                let payload_b64 = token.split('.').nth(1).unwrap_or_default();
-                return authorize(
-                    env,
-                    rule,
-                    params,
-                    req,
-                    source,
-                    hit.provider,
-                    &hit.claims,
-                    payload_b64,
-                    d,
-                );
-            }
+/// Stage: anti-spoofing comes first and applies to every request, whatever the rule.
+fn strip_protected(cfg: &Config, req: &Request<'_>, ops: &mut Vec<HeaderOp>) {
+    for h in &cfg.protected_headers {
+        if req.header(h).is_some() {
+            ops.push(HeaderOp::Remove(h.clone()));
         }
-    }
-    let parsed = match jws::parse(&token) {
-        Ok(t) => t,
-        Err(e) => return d.deny(e.reason, e.detail),
-    };
-    let iss = parsed.claims.get("iss").and_then(Value::as_str);
-    let provider = rule.providers.iter().copied().find(|&p| {
-        let prov = &cfg.providers[p];
-        Some(prov.issuer.as_str()) == iss && prov.from.contains(source)
-    });
-    let Some(pi) = provider else {
-        return d.deny(
-            Reason::WrongIssuer,
-            "no provider of this rule has the token's issuer and source",
-        );
-    };
-    d.provider = Some(pi);
-    let p = &cfg.providers[pi];
-    if !p.algorithms.contains(parsed.alg) {
-        return d.deny(
-            Reason::UnsupportedAlg,
-            "alg is not in the provider's algorithms",
-        );
-    }
-    // Claims first, as jwt_authn does: a token that is expired or meant for someone else
-    // costs no signature check and never waits for keys (so replayed expired tokens cannot
-    // buy RSA work or refetches). Who the token claims to be is still logged, marked so.
-    if let Err(e) = validate::check(&p.expected(), &parsed.claims, env.now) {
-        d.identify(&parsed.claims);
-        d.identity_verified = false;
-        return d.deny(e.reason, e.detail);
-    }
-    let set = match env.keys.keys(pi) {
-        KeyState::Ready(set) => set,
-        KeyState::Pending => {
-            d.outcome = Outcome::Wait {
-                provider: pi,
-                refetch: false,
-            };
-            return d;
-        }
-        KeyState::Unavailable => {
-            return d.deny(
-                Reason::JwksUnavailable,
-                "no key set was ever fetched for the provider",
-            )
-        }
-    };
-    let key = match verify_signature(env.verifier, set, &parsed) {
-        Ok(key) => key,
-        Err((reason, detail)) => {
-            let kid_unknown = parsed.kid.as_deref().is_some_and(|k| !set.has_kid(k));
-            if kid_unknown && env.keys.unknown_kid_may_wait(pi) {
-                d.outcome = Outcome::Wait {
-                    provider: pi,
-                    refetch: true,
-                };
-                d.detail = "kid not in the key set; waiting for a refetch";
-                return d;
-            }
-            return d.deny(reason, detail);
-        }
-    };
-    d.cache_hit = Some(false);
-    if let Some(cache) = env.cache {
-        // `check` passed, so exp is a finite number.
-        let exp = parsed
-            .claims
-            .get("exp")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0);
-        cache.borrow_mut().insert(
-            &token,
-            Verified {
-                provider: pi,
-                key,
-                usable_until: exp + p.clock_skew_s as f64,
-                claims: parsed.claims.clone(),
-            },
-        );
-    }
-    authorize(
-        env,
-        rule,
-        params,
-        req,
-        source,
-        pi,
-        &parsed.claims,
-        parsed.payload_b64,
-        d,
-    )
-}
-
-/// Everything after the token is known good: the rule's policy, then what goes upstream.
-#[allow(clippy::too_many_arguments)]
-fn authorize(
-    env: &Env<'_>,
-    rule: &Rule,
-    params: &[(&str, &str)],
-    req: &Request<'_>,
-    source: &Source,
-    provider: usize,
-    claims: &Map<String, Value>,
-    payload_b64: &str,
-    mut d: Decision,
-) -> Decision {
-    let p = &env.config.providers[provider];
-    d.identify(claims);
-    if let Err(denied) = policy::check(&rule.scopes, &rule.claims, claims, params) {
-        let reason = denied.reason();
-        d = d.deny(reason, "");
-        match denied {
-            policy::Denied::Scope(scope) => {
-                d.detail = "required scopes missing";
-                d.outcome = Outcome::Deny {
-                    reason,
-                    scope: Some(scope),
-                };
-            }
-            policy::Denied::Claim(_) => d.detail = "claim requirement not met",
-        }
-        return d;
-    }
-    d = rate_limit(env, rule, Some(claims), req, d);
-    if d.outcome != Outcome::Allow {
-        return d;
-    }
-    forward_claims(p, claims, payload_b64, &mut d.ops);
-    if !p.forward_token {
-        remove_token(source, req, &mut d);
-    }
-    d.detail = "verified";
-    d
-}
-
-/// The key a rate limit counts this request under; absent keys count as the empty key.
-fn limit_key(key: &LimitKey, claims: Option<&Map<String, Value>>, req: &Request<'_>) -> String {
-    match key {
-        LimitKey::Claim(path) => claims
-            .and_then(|c| path.lookup(c))
-            .and_then(forward::header_value)
-            .unwrap_or_default(),
-        LimitKey::Header(name) => req.header(name).unwrap_or_default().to_owned(),
-        LimitKey::Ip => req.client_ip.unwrap_or_default().to_owned(),
-        LimitKey::Route => String::new(),
     }
 }
 
-/// Charges the rule's rate limits, after authentication and authorization succeeded, so an
-/// invalid token gets its 401 and spends nothing.
-fn rate_limit(
-    env: &Env<'_>,
-    rule: &Rule,
-    claims: Option<&Map<String, Value>>,
-    req: &Request<'_>,
-    mut d: Decision,
-) -> Decision {
-    let Some(store) = env.store.filter(|_| !rule.rate_limits.is_empty()) else {
-        return d;
-    };
-    let keys: Vec<String> = rule
-        .rate_limits
+/// The rule that applies: the first that matches, or the default rule.
+struct Selected<'c, 'r> {
+    rule: &'c Rule,
+    /// Position in `rules`; `None` for the default rule.
+    index: Option<usize>,
+    params: Params<'r>,
+}
+
+/// Stage: the first matching rule, else the default one (`auth: required`, any provider).
+fn select_rule<'c: 'r, 'r>(cfg: &'c Config, req: &Request<'r>) -> Selected<'c, 'r> {
+    cfg.rules
         .iter()
-        .map(|l| limit_key(&l.key, claims, req))
-        .collect();
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    match ratelimit::admit(
-        store,
-        &env.limit_hasher,
-        rule.index,
-        &rule.rate_limits,
-        &keys,
-        env.now_ms,
-    ) {
-        Verdict::Admitted { most_restrictive } => {
-            d.rate = most_restrictive;
+        .enumerate()
+        .find_map(|(i, r)| {
+            r.matcher.matches(req).map(|params| Selected {
+                rule: r,
+                index: Some(i),
+                params,
+            })
+        })
+        .unwrap_or(Selected {
+            rule: &cfg.default_rule,
+            index: None,
+            params: Vec::new(),
+        })
+}
+
+/// The rule's checks and effects. Gives the new query when the token was taken out of it.
+fn apply_rule<'c>(
+    env: &mut Env<'c>,
+    req: &Request<'_>,
+    d: &mut Decision,
+) -> Result<Option<String>, Halt> {
+    let cfg: &'c Config = env.config;
+    let selected = select_rule(cfg, req);
+    let rule = selected.rule;
+    d.rule = selected.index;
+    let identity = match rule.auth {
+        Auth::None => None,
+        Auth::Required | Auth::Optional => authenticate(env, rule, req, d)?,
+    };
+    if let Some(id) = &identity {
+        d.cache_hit = Some(id.verification == Verification::Cached);
+        d.sub = id.sub().map(str::to_owned);
+        d.cid = id.client_id().map(str::to_owned);
+        authorize::check_policy(rule, &id.claims, &selected.params)?;
+    }
+    if let Some(index) = selected.index {
+        let claims = identity.as_ref().map(|id| &*id.claims);
+        d.rate = authorize::charge_limits(env, Limits { rule, index }, claims, req)?;
+    }
+    let Some(id) = identity else {
+        return Ok(None);
+    };
+    let p = &cfg.providers[id.provider];
+    authorize::forward_claims(p, &id, &mut d.ops);
+    d.detail = "verified";
+    Ok(match p.forward_token {
+        true => None,
+        false => authorize::remove_token(id.source, req, &mut d.ops),
+    })
+}
+
+/// The decision once a stage stopped the pipeline.
+fn halted(mut d: Decision, halt: Halt) -> Decision {
+    match halt {
+        Halt::Deny(denial) => d.deny(denial),
+        Halt::Scope(scope) => {
+            d.detail = "required scopes missing";
+            d.outcome = Outcome::Deny {
+                reason: Reason::InsufficientScope,
+                scope: Some(scope),
+            };
             d
         }
-        Verdict::Limited {
+        Halt::Limited {
             state,
             retry_after_s,
         } => {
             d.rate = Some(state);
             d.retry_after_s = Some(retry_after_s);
-            d.deny(Reason::RateLimited, "rate limit exceeded")
+            d.deny(Denial::new(Reason::RateLimited, "rate limit exceeded"))
+        }
+        Halt::Wait {
+            provider,
+            refetch,
+            detail,
+        } => {
+            d.outcome = Outcome::Wait { provider, refetch };
+            d.detail = detail;
+            d
         }
     }
 }
 
-fn verify_signature(
-    verifier: &dyn SignatureVerifier,
-    set: &KeySet,
-    token: &Token<'_>,
-) -> Result<u64, (Reason, &'static str)> {
-    let mut tried = false;
-    let candidates: Box<dyn Iterator<Item = _>> = match &token.kid {
-        Some(kid) => Box::new(set.by_kid(kid)),
-        None => Box::new(set.keys.iter()),
+/// The `:path` to send upstream when it differs from what arrived: normalized, or without a
+/// query-parameter token.
+fn upstream_path(normalized: &RequestPath<'_>, new_query: Option<String>) -> Option<String> {
+    if !normalized.changed && new_query.is_none() {
+        return None;
+    }
+    let query = match new_query {
+        Some(q) => (!q.is_empty()).then_some(Cow::Owned(q)),
+        None => normalized.query.map(Cow::Borrowed),
     };
-    let signed = token.signed();
-    for key in candidates.filter(|k| k.fits(token.alg)) {
-        tried = true;
-        if verifier.verify(&key.key, &signed) {
-            return Ok(key.fingerprint);
-        }
-    }
-    if tried {
-        Err((Reason::BadSignature, "signature does not verify"))
-    } else if token.kid.is_some() {
-        Err((
-            Reason::UnknownKid,
-            "no key with the token's kid fits its alg",
-        ))
-    } else {
-        Err((Reason::UnknownKid, "no key fits the token's alg"))
-    }
-}
-
-fn forward_claims(
-    p: &Provider,
-    claims: &Map<String, Value>,
-    payload_b64: &str,
-    ops: &mut Vec<HeaderOp>,
-) {
-    for ch in &p.claims_to_headers {
-        if let Some(value) = ch.claim.lookup(claims).and_then(forward::header_value) {
-            ops.push(HeaderOp::Set(ch.header.clone(), value));
-        }
-    }
-    if let Some(h) = &p.payload_header {
-        ops.push(HeaderOp::Set(h.clone(), payload_b64.to_owned()));
-    }
-}
-
-/// Takes the credential out of the request. A query token is handled by leaving the new query
-/// in `d.query_without_token` for `decide` to assemble.
-fn remove_token(source: &Source, req: &Request<'_>, d: &mut Decision) {
-    match source {
-        Source::Header { name, .. } => d.ops.push(HeaderOp::Remove(name.clone())),
-        Source::Query(name) => {
-            d.query_without_token = Some(query::remove_param(req.query.unwrap_or_default(), name));
-        }
-        Source::Cookie(name) => {
-            let all: Vec<&str> = req.header_values("cookie").collect();
-            match cookie::remove(&all.join("; "), name) {
-                Some(rest) => d.ops.push(HeaderOp::Set("cookie".into(), rest)),
-                None => d.ops.push(HeaderOp::Remove("cookie".into())),
-            }
-        }
-    }
+    Some(match query {
+        Some(q) => format!("{}?{}", normalized.path, q),
+        None => normalized.path.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -507,13 +170,19 @@ mod tests {
     use super::*;
     use crate::core::config::compile as config;
     use crate::core::crypto::public_key::PublicKey;
+    use crate::core::crypto::verifier::SignatureVerifier;
     use crate::core::crypto::verifier::Signed;
     use crate::core::keys::jwk_set as jwks;
+    use crate::core::keys::jwk_set::KeySet;
+    use crate::core::keys::state::{KeySource, KeyState};
+    use crate::core::ratelimit::charge::{self as ratelimit, LimitState};
     use crate::core::store::MemoryStore;
     use crate::core::test_keys;
+    use crate::core::token::cache::TokenCache;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use serde_json::json;
+    use std::cell::RefCell;
 
     const NOW: u64 = 1_700_000_000;
     const ISS: &str = "https://idp.example/oauth2/default";
@@ -616,7 +285,7 @@ mod tests {
 
     fn run_with(keys: &Keys, method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
         let config = cfg();
-        let env = Env {
+        let mut env = Env {
             config: &config,
             cache: None,
             keys,
@@ -630,7 +299,21 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
-        decide(&env, method, path, &headers, None)
+        decide(&mut env, &incoming(method, path, &headers, None))
+    }
+
+    fn incoming<'r>(
+        method: &'r str,
+        path: &'r str,
+        headers: &'r [(String, String)],
+        client_ip: Option<&'r str>,
+    ) -> Incoming<'r> {
+        Incoming {
+            method,
+            path,
+            headers,
+            client_ip,
+        }
     }
 
     fn run(method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
@@ -801,9 +484,10 @@ mod tests {
             }
         }
         fn run(&self, keys: &Keys, now: u64, method: &str, path: &str, token: &str) -> Decision {
-            let env = Env {
+            let mut cache = self.cache.borrow_mut();
+            let mut env = Env {
                 config: &self.config,
-                cache: Some(&self.cache),
+                cache: Some(&mut cache),
                 keys,
                 verifier: &self.verifier,
                 now,
@@ -812,7 +496,7 @@ mod tests {
                 limit_hasher: ratelimit::KeyHasher::new(1, 2),
             };
             let headers = vec![("authorization".to_string(), bearer(token))];
-            decide(&env, method, path, &headers, None)
+            decide(&mut env, &incoming(method, path, &headers, None))
         }
     }
 
@@ -840,7 +524,7 @@ mod tests {
         ip: Option<&str>,
     ) -> Decision {
         let keys = Keys::Ready(key_set());
-        let env = Env {
+        let mut env = Env {
             config,
             cache: None,
             keys: &keys,
@@ -854,13 +538,13 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
-        decide(&env, "GET", path, &headers, ip)
+        decide(&mut env, &incoming("GET", path, &headers, ip))
     }
 
     fn limited_store(config: &Config) -> MemoryStore {
         let store = MemoryStore::default();
-        for r in &config.rules {
-            ratelimit::ensure_records(&store, r.index, &r.rate_limits).unwrap();
+        for (i, r) in config.rules.iter().enumerate() {
+            ratelimit::ensure_records(&store, i, &r.rate_limits).unwrap();
         }
         store
     }

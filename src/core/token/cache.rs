@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use hashbrown::HashTable;
 use serde_json::{Map, Value};
@@ -28,7 +29,27 @@ pub struct Verified {
     pub key: u64,
     /// `exp` + the provider's skew: the entry is unusable after this instant.
     pub usable_until: f64,
-    pub claims: Map<String, Value>,
+    /// Shared with the requests that use it, so a hit copies no JSON.
+    pub claims: Arc<Map<String, Value>>,
+}
+
+impl Verified {
+    /// An entry usable until the token's `exp` plus `skew_s` (the claim checks made sure
+    /// `exp` is a finite number).
+    pub fn new(
+        provider: usize,
+        key: u64,
+        skew_s: u64,
+        claims: &Arc<Map<String, Value>>,
+    ) -> Verified {
+        let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0);
+        Verified {
+            provider,
+            key,
+            usable_until: exp + skew_s as f64,
+            claims: Arc::clone(claims),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -133,7 +154,7 @@ mod tests {
             provider,
             key,
             usable_until: until,
-            claims: Map::new(),
+            claims: Arc::new(Map::new()),
         }
     }
 

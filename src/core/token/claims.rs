@@ -3,20 +3,14 @@
 
 use serde_json::{Map, Value};
 
-use crate::core::denial::Reason;
+use crate::core::denial::{Denial, Reason};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimError {
-    pub reason: Reason,
-    pub detail: &'static str,
-}
-
-fn fail<T>(reason: Reason, detail: &'static str) -> Result<T, ClaimError> {
-    Err(ClaimError { reason, detail })
+fn fail<T>(reason: Reason, detail: &'static str) -> Result<T, Denial> {
+    Err(Denial::new(reason, detail))
 }
 
 /// A NumericDate: a JSON number. Strings and other types are refused (RFC 7519 §2).
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, ClaimError> {
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, Denial> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
@@ -43,7 +37,7 @@ pub struct Expected<'a> {
     pub client_ids: Option<&'a [String]>,
 }
 
-pub fn check(p: &Expected<'_>, claims: &Map<String, Value>, now: u64) -> Result<(), ClaimError> {
+pub fn check(p: &Expected<'_>, claims: &Map<String, Value>, now: u64) -> Result<(), Denial> {
     let now = now as f64;
     let skew = p.clock_skew_s as f64;
     let Some(exp) = numeric_date(claims, "exp")? else {

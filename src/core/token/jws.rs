@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::core::crypto::alg::Alg;
 use crate::core::crypto::verifier::Signed;
-use crate::core::denial::Reason;
+use crate::core::denial::{Denial, Reason};
 
 /// Tokens longer than this (after the prefix is removed) are refused before decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -46,18 +46,11 @@ impl Token<'_> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwsError {
-    pub reason: Reason,
-    /// Precise detail for the log; never contains token bytes.
-    pub detail: &'static str,
+fn fail<T>(reason: Reason, detail: &'static str) -> Result<T, Denial> {
+    Err(Denial::new(reason, detail))
 }
 
-fn fail<T>(reason: Reason, detail: &'static str) -> Result<T, JwsError> {
-    Err(JwsError { reason, detail })
-}
-
-pub fn parse(raw: &str) -> Result<Token<'_>, JwsError> {
+pub fn parse(raw: &str) -> Result<Token<'_>, Denial> {
     if raw.len() > MAX_TOKEN_BYTES {
         return fail(Reason::TokenTooLarge, "token longer than 8 KiB");
     }

@@ -1,0 +1,169 @@
+//! Authentication, stage by stage: find the token, take a verified one from the cache, parse
+//! it, choose its provider, check its algorithm and claims, find the keys, check the
+//! signature. Claims come before the signature, as in `jwt_authn`: an expired or misdirected
+//! token costs no RSA work and never waits for keys (so replayed expired tokens cannot buy
+//! signature checks or refetches).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::core::config::model::{Auth, Config, Rule};
+use crate::core::denial::{Denial, Reason};
+use crate::core::keys::jwk_set::KeySet;
+use crate::core::keys::state::KeyState;
+use crate::core::request::extract::{self, Extracted, Source};
+use crate::core::request::view::Request;
+use crate::core::token::cache::Verified;
+use crate::core::token::claims;
+use crate::core::token::jws::{self, Token};
+
+use super::env::Env;
+use super::halt::Halt;
+use super::identity::{Identity, Verification};
+use super::outcome::Decision;
+use super::signature;
+
+/// A verified identity, or `None` when an optional rule got no token. `d` records what the
+/// log needs as it becomes known (provider, and who an unverified token claims to be).
+pub fn authenticate<'c, 'r>(
+    env: &mut Env<'c>,
+    rule: &'c Rule,
+    req: &Request<'r>,
+    d: &mut Decision,
+) -> Result<Option<Identity<'c, 'r>>, Halt> {
+    let Some(Extracted { token, source }) = find_token(rule, req)? else {
+        d.detail = "no token on an optional rule";
+        return Ok(None);
+    };
+    if let Some(hit) = from_cache(env, rule, source, token.as_ref()) {
+        d.provider = Some(hit.provider);
+        return Ok(Some(Identity {
+            provider: hit.provider,
+            source,
+            token,
+            claims: hit.claims,
+            verification: Verification::Cached,
+        }));
+    }
+    let cfg: &'c Config = env.config;
+    let parsed = jws::parse(&token)?;
+    let provider = choose_provider(cfg, rule, &parsed, source)?;
+    d.provider = Some(provider);
+    let p = &cfg.providers[provider];
+    if !p.algorithms.contains(parsed.alg) {
+        return Err(Halt::deny(
+            Reason::UnsupportedAlg,
+            "alg is not in the provider's algorithms",
+        ));
+    }
+    if let Err(denial) = claims::check(&p.expected(), &parsed.claims, env.now) {
+        // Who the token claims to be is still logged, marked as unverified.
+        d.sub = parsed
+            .claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        d.cid = claims::client_id(&parsed.claims).map(str::to_owned);
+        d.identity_verified = false;
+        return Err(denial.into());
+    }
+    let key = {
+        let set = key_set(env, provider)?;
+        verify(env, provider, set, &parsed)?
+    };
+    let claims = Arc::new(parsed.claims);
+    if let Some(cache) = env.cache.as_deref_mut() {
+        cache.insert(
+            &token,
+            Verified::new(provider, key, p.clock_skew_s, &claims),
+        );
+    }
+    Ok(Some(Identity {
+        provider,
+        source,
+        token,
+        claims,
+        verification: Verification::Signature,
+    }))
+}
+
+/// Stage: the first configured source that holds a token.
+fn find_token<'c, 'r>(
+    rule: &'c Rule,
+    req: &Request<'r>,
+) -> Result<Option<Extracted<'c, 'r>>, Denial> {
+    match extract::extract(&rule.sources, req) {
+        Some(found) => Ok(Some(found)),
+        None if rule.auth == Auth::Optional => Ok(None),
+        None => Err(Denial::new(
+            Reason::MissingToken,
+            "no token in any configured source",
+        )),
+    }
+}
+
+/// Stage: a token this VM verified before, still usable for this rule, source and key set.
+fn from_cache(env: &mut Env<'_>, rule: &Rule, source: &Source, token: &str) -> Option<Verified> {
+    let cache = env.cache.as_deref_mut()?;
+    let hit = cache.get(token, env.now)?;
+    let usable = rule.providers.contains(&hit.provider)
+        && env.config.providers[hit.provider].from.contains(source)
+        && matches!(env.keys.keys(hit.provider),
+                    KeyState::Ready(set) if set.has_fingerprint(hit.key));
+    usable.then(|| hit.clone())
+}
+
+/// Stage: the rule's provider whose issuer is the token's `iss` and which reads this source.
+fn choose_provider(
+    cfg: &Config,
+    rule: &Rule,
+    token: &Token<'_>,
+    source: &Source,
+) -> Result<usize, Denial> {
+    let iss = token.claims.get("iss").and_then(Value::as_str);
+    rule.providers
+        .iter()
+        .copied()
+        .find(|&p| {
+            let prov = &cfg.providers[p];
+            Some(prov.issuer.as_str()) == iss && prov.from.contains(source)
+        })
+        .ok_or(Denial::new(
+            Reason::WrongIssuer,
+            "no provider of this rule has the token's issuer and source",
+        ))
+}
+
+/// Stage: the provider's key set, or a wait for its first fetch.
+fn key_set<'e>(env: &'e Env<'_>, provider: usize) -> Result<&'e KeySet, Halt> {
+    match env.keys.keys(provider) {
+        KeyState::Ready(set) => Ok(set),
+        KeyState::Pending => Err(Halt::Wait {
+            provider,
+            refetch: false,
+            detail: "",
+        }),
+        KeyState::Unavailable => Err(Halt::deny(
+            Reason::JwksUnavailable,
+            "no key set was ever fetched for the provider",
+        )),
+    }
+}
+
+/// Stage: the signature, by the key the token names. An unknown kid waits for a refetch when
+/// one may run. Returns the verifying key's fingerprint.
+fn verify(env: &Env<'_>, provider: usize, set: &KeySet, token: &Token<'_>) -> Result<u64, Halt> {
+    signature::verify(env.verifier, set, token).map_err(|denial| {
+        let kid_unknown = token.kid.as_deref().is_some_and(|k| !set.has_kid(k));
+        if kid_unknown && env.keys.unknown_kid_may_wait(provider) {
+            Halt::Wait {
+                provider,
+                refetch: true,
+                detail: "kid not in the key set; waiting for a refetch",
+            }
+        } else {
+            Halt::Deny(denial)
+        }
+    })
+}

@@ -1,0 +1,37 @@
+//! What the pipeline reads besides the request: configuration, keys, verifier, clock, and the
+//! per-VM and shared state it may update (the verified-token cache, rate-limit buckets).
+
+use crate::core::config::model::Config;
+use crate::core::crypto::verifier::SignatureVerifier;
+use crate::core::keys::state::KeySource;
+use crate::core::ratelimit::charge::KeyHasher;
+use crate::core::request::view::Headers;
+use crate::core::store::SharedStore;
+use crate::core::token::cache::TokenCache;
+
+pub struct Env<'a> {
+    pub config: &'a Config,
+    /// Tokens verified earlier by this VM; `None` disables the shortcut.
+    pub cache: Option<&'a mut TokenCache>,
+    pub keys: &'a dyn KeySource,
+    pub verifier: &'a dyn SignatureVerifier,
+    /// Seconds since the Unix epoch.
+    pub now: u64,
+    /// The same instant in milliseconds, for rate-limit refill.
+    pub now_ms: u64,
+    /// Where rate-limit buckets live (shared by every worker); `None` disables limits.
+    pub store: Option<&'a dyn SharedStore>,
+    /// The fleet's key for placing rate-limit key values in buckets.
+    pub limit_hasher: KeyHasher,
+}
+
+/// The request as it arrived, before any normalization.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'r> {
+    pub method: &'r str,
+    /// `:path` as received, query included.
+    pub path: &'r str,
+    pub headers: &'r Headers,
+    /// The downstream address without its port, when something keys on it.
+    pub client_ip: Option<&'r str>,
+}

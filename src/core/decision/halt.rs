@@ -1,0 +1,35 @@
+//! Why the pipeline stopped before allowing: a denial, or a denial that carries what its
+//! response needs (the scope to name, the rate-limit state), or a wait for keys.
+
+use crate::core::denial::{Denial, Reason};
+use crate::core::ratelimit::charge::LimitState;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Halt {
+    Deny(Denial),
+    /// 403 `insufficient_scope`, naming the scopes in `WWW-Authenticate`.
+    Scope(String),
+    /// 429, with the limit's state for the `RateLimit-*` headers.
+    Limited {
+        state: LimitState,
+        retry_after_s: u64,
+    },
+    /// Decide again after the provider's next fetch (see `Outcome::Wait`).
+    Wait {
+        provider: usize,
+        refetch: bool,
+        detail: &'static str,
+    },
+}
+
+impl From<Denial> for Halt {
+    fn from(d: Denial) -> Halt {
+        Halt::Deny(d)
+    }
+}
+
+impl Halt {
+    pub fn deny(reason: Reason, detail: &'static str) -> Halt {
+        Halt::Deny(Denial::new(reason, detail))
+    }
+}
