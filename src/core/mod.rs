@@ -4,6 +4,7 @@ pub mod config;
 pub mod crypto;
 pub mod decision;
 pub mod denial;
+pub mod gate;
 pub mod keys;
 pub mod policy;
 pub mod ratelimit;

@@ -3,11 +3,11 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
 
+use crate::core::decision::env::SavedRequest;
 use crate::core::decision::outcome::{Decision, HeaderOp, Outcome};
 use crate::core::decision::response;
-use crate::core::denial::Reason;
 
-use super::plugin::{Plugin, SavedRequest};
+use super::plugin::Plugin;
 
 pub enum Applied {
     /// Let the request go upstream.
@@ -21,17 +21,12 @@ fn set_header(name: &str, value: Option<&str>) {
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
 }
 
-/// Carries out `d` on the stream `context_id`, which must be the effective context.
-pub fn apply(
-    plugin: &Plugin,
-    context_id: u32,
-    d: &Decision,
-    req: &SavedRequest,
-    now_ms: u64,
-) -> Applied {
+/// Carries out `d` on the stream `context_id`, which must be the effective context. The gate
+/// only hands over decisions that allow or deny.
+pub fn apply(plugin: &Plugin, context_id: u32, d: &Decision, req: &SavedRequest) -> Applied {
     plugin.metrics.token_cache(d.cache_hit);
     if let Some(rule) = d.rule.filter(|_| d.rate.is_some()) {
-        plugin.metrics.rate_limit(rule, d.outcome == Outcome::Allow);
+        plugin.metrics.rate_limit(rule, d.is_allowed());
     }
     match &d.outcome {
         Outcome::Allow => {
@@ -50,42 +45,24 @@ pub fn apply(
             plugin.metrics.allowed();
             Applied::Continue
         }
-        Outcome::Deny { reason, scope } => {
-            let retry = match d.retry_after_s {
-                Some(s) => s,
-                None => plugin.retry_after_s(d.provider, now_ms),
-            };
-            deny(plugin, *reason, scope.as_deref(), retry, d, req);
-            Applied::Responded
-        }
-        // Reached only when the request could not be parked, or waited too long: keys that
-        // exist without this kid make the token the problem; no keys at all is a 503.
-        Outcome::Wait { provider, refetch } => {
-            let reason = if *refetch {
-                Reason::UnknownKid
-            } else {
-                Reason::JwksUnavailable
-            };
-            let retry = plugin.retry_after_s(Some(*provider), now_ms);
-            deny(plugin, reason, None, retry, d, req);
+        Outcome::Deny { .. } | Outcome::Wait { .. } => {
+            deny(plugin, d, req);
             Applied::Responded
         }
     }
 }
 
-fn deny(
-    plugin: &Plugin,
-    reason: Reason,
-    scope: Option<&str>,
-    retry_after_s: u64,
-    d: &Decision,
-    req: &SavedRequest,
-) {
+fn deny(plugin: &Plugin, d: &Decision, req: &SavedRequest) {
+    let (reason, scope) = match &d.outcome {
+        Outcome::Deny { reason, scope } => (*reason, scope.as_deref()),
+        // Unreachable by the gate's contract; refused all the same.
+        _ => (crate::core::denial::Reason::JwksUnavailable, None),
+    };
     let r = response::denial(
         plugin.config.realm.as_deref(),
         reason,
         scope,
-        retry_after_s,
+        d.retry_after_s.unwrap_or(1),
         d.rate.as_ref(),
     );
     let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();

@@ -1,4 +1,5 @@
-//! One HTTP stream: read the request, decide, apply; or park it until keys arrive.
+//! One HTTP stream: read the request, hand it to the gate, carry out the decision (or stay
+//! paused until the gate answers it from the root context).
 
 use std::rc::Rc;
 
@@ -6,14 +7,15 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use crate::core::decision::outcome::{Decision, Outcome};
+use crate::core::decision::env::SavedRequest;
+use crate::core::decision::outcome::Decision;
 use crate::core::decision::response;
 use crate::core::denial::Reason;
+use crate::core::gate::state::Handled;
 use crate::core::request::view as request;
 
 use super::apply::{self, Applied};
-use super::fetch;
-use super::plugin::{Plugin, SavedRequest, Waiter};
+use super::plugin::Plugin;
 use super::root::now_ms;
 
 pub struct Http {
@@ -60,16 +62,36 @@ impl Context for Http {
             .rate_headers
             .borrow_mut()
             .remove(&self.context_id);
-        // A parked request whose client went away must not be resumed later.
         self.plugin
-            .waiters
+            .gate
             .borrow_mut()
-            .retain(|w| w.context_id != self.context_id);
+            .on_stream_done(self.context_id);
         true
     }
 }
 
 impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(req) = read_request(self.plugin.config.needs_client_ip()) else {
+            let d = Decision::rejected(Reason::BadPath, "request has no :method or :path");
+            apply::apply(&self.plugin, self.context_id, &d, &SavedRequest::default());
+            return Action::Pause;
+        };
+        let handled = self
+            .plugin
+            .gate
+            .borrow_mut()
+            .on_request(self.context_id, req, now_ms());
+        match handled {
+            Handled::Parked => Action::Pause,
+            Handled::Decided(d, req) => match apply::apply(&self.plugin, self.context_id, &d, &req)
+            {
+                Applied::Continue => Action::Continue,
+                Applied::Responded => Action::Pause,
+            },
+        }
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let state = self
             .plugin
@@ -82,50 +104,5 @@ impl HttpContext for Http {
             }
         }
         Action::Continue
-    }
-
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let now = now_ms();
-        let Some(req) = read_request(self.plugin.needs_client_ip) else {
-            let d = Decision::rejected(Reason::BadPath, "request has no :method or :path");
-            apply::apply(
-                &self.plugin,
-                self.context_id,
-                &d,
-                &SavedRequest::default(),
-                now,
-            );
-            return Action::Pause;
-        };
-        let mut d = self.plugin.decide(now, &req);
-        let mut req = req;
-        // At most twice: parking may find that a fetch just ended, and the second decision
-        // then sees fresh keys (it can only ask to wait if a fetch is really pending).
-        for _ in 0..2 {
-            let Outcome::Wait { provider, refetch } = d.outcome else {
-                break;
-            };
-            let timeout = self
-                .plugin
-                .caches
-                .borrow()
-                .get(provider)
-                .map_or(0, |c| c.timeout_ms());
-            let waiter = Waiter {
-                context_id: self.context_id,
-                provider,
-                deadline_ms: now + timeout,
-                request: req,
-            };
-            match fetch::park(&self.plugin, waiter, refetch, now) {
-                Ok(()) => return Action::Pause,
-                Err(waiter) => req = waiter.request,
-            }
-            d = self.plugin.decide(now, &req);
-        }
-        match apply::apply(&self.plugin, self.context_id, &d, &req, now) {
-            Applied::Continue => Action::Continue,
-            Applied::Responded => Action::Pause,
-        }
     }
 }

@@ -1,7 +1,7 @@
 //! The thin layer that talks to the proxy-wasm host. Decisions live in `crate::core`.
 
+mod actions;
 mod apply;
-mod fetch;
 mod host_verify;
 mod http;
 mod metrics;

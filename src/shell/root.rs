@@ -1,7 +1,7 @@
 //! The root context: configuration, the tick that drives key fetching, and HTTP-call answers.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -15,12 +15,12 @@ use crate::core::config::compile as config;
 use crate::core::config::model::SignatureBackend;
 use crate::core::crypto::pure::PureVerifier;
 use crate::core::crypto::verifier::SignatureVerifier;
+use crate::core::gate::fetching::FetchAnswer;
+use crate::core::gate::state::{Gate, Setup};
 use crate::core::keys::jwk_set::MAX_JWKS_BYTES;
-use crate::core::keys::lifecycle::ProviderCache;
 use crate::core::ratelimit::charge::{self as ratelimit, KeyHasher};
-use crate::core::token::cache::TokenCache;
 
-use super::fetch;
+use super::actions;
 use super::host_verify::{self, HostVerifier};
 use super::http::Http;
 use super::metrics::Metrics;
@@ -55,19 +55,8 @@ impl Root {
         )
         .map_err(|s| format!("cannot read the plugin configuration: {s:?}"))?
         .unwrap_or_default();
-        let config = config::parse(&raw).map_err(|e| e.to_string())?;
-        let verifier: Box<dyn SignatureVerifier> = match config.signature_backend {
-            SignatureBackend::Pure => Box::new(PureVerifier),
-            backend => {
-                if host_verify::host_available() {
-                    Box::new(HostVerifier)
-                } else if backend == SignatureBackend::Host {
-                    return Err("signature_backend: \"host\" requested but this Envoy has no working verify_signature foreign function".into());
-                } else {
-                    Box::new(PureVerifier)
-                }
-            }
-        };
+        let config = Rc::new(config::parse(&raw).map_err(|e| e.to_string())?);
+        let verifier = choose_verifier(config.signature_backend)?;
         let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
         let limits: Vec<usize> = config.rules.iter().map(|r| r.rate_limits.len()).collect();
         let metrics = Metrics::define(&names, &limits);
@@ -90,45 +79,42 @@ impl Root {
         } else {
             fresh
         };
-        let mut caches: Vec<ProviderCache> = config
-            .providers
-            .iter()
-            .map(|p| ProviderCache::new(&p.name, &p.issuer, &p.jwks))
-            .collect();
-        for c in caches.iter_mut() {
-            c.ensure_record(&HostStore);
-            c.sync(&HostStore);
-        }
+        let gate = Gate::new(Setup {
+            config: Rc::clone(&config),
+            verifier,
+            store: Rc::new(HostStore),
+            // Random per VM (WASI randomness): names the holder of a fetch lease.
+            owner: RandomState::new().hash_one(now_ms()).max(1),
+            limit_hasher,
+        });
         log::info!(
             "configured {} provider(s), {} rule(s), signature backend {}",
             config.providers.len(),
             config.rules.len(),
-            verifier.name()
+            gate.verifier_name()
         );
         if config.has_rate_limits() || config.remote_providers().next().is_some() {
             let _ = hostcalls::set_tick_period(TICK);
         }
-        let token_cache = RefCell::new(TokenCache::new(config.token_cache_entries));
         self.plugin = Some(Rc::new(Plugin {
-            token_cache,
-            // Random per VM (WASI randomness): names the holder of a fetch lease.
-            owner: RandomState::new().hash_one(now_ms()).max(1),
-            needs_client_ip: config.needs_client_ip(),
-
+            gate: RefCell::new(gate),
             config,
-            verifier,
             metrics,
-            caches: RefCell::new(caches),
-            waiters: RefCell::new(Vec::new()),
-            fetches: RefCell::new(HashMap::new()),
-            refetch_wanted: RefCell::new(HashSet::new()),
-            settle_wanted: RefCell::new(HashSet::new()),
             rate_headers: RefCell::new(HashMap::new()),
-            second_done_s: Cell::new(0),
-            limit_hasher: Cell::new(limit_hasher),
         }));
         Ok(())
     }
+}
+
+fn choose_verifier(backend: SignatureBackend) -> Result<Box<dyn SignatureVerifier>, String> {
+    Ok(match backend {
+        SignatureBackend::Pure => Box::new(PureVerifier),
+        _ if host_verify::host_available() => Box::new(HostVerifier),
+        SignatureBackend::Host => {
+            return Err("signature_backend: \"host\" requested but this Envoy has no working verify_signature foreign function".into())
+        }
+        _ => Box::new(PureVerifier),
+    })
 }
 
 impl Context for Root {
@@ -140,9 +126,6 @@ impl Context for Root {
         _trailers: usize,
     ) {
         let Some(plugin) = self.plugin.clone() else {
-            return;
-        };
-        let Some(provider) = plugin.fetches.borrow_mut().remove(&token_id) else {
             return;
         };
         let header = |name: &str| {
@@ -162,14 +145,18 @@ impl Context for Root {
         .ok()
         .flatten()
         .unwrap_or_default();
-        fetch::finished(
-            &plugin,
-            provider,
-            now_ms(),
+        let answer = FetchAnswer {
             status,
-            cache_control.as_deref(),
-            &body,
-        );
+            cache_control: cache_control.as_deref(),
+            body: &body,
+        };
+        let now = now_ms();
+        let jitter = actions::jitter_permille();
+        let todo = plugin
+            .gate
+            .borrow_mut()
+            .on_fetch_answer(token_id, answer, now, jitter);
+        actions::run(&plugin, todo);
     }
 }
 
@@ -186,7 +173,8 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(plugin) = self.plugin.clone() {
-            fetch::tick(&plugin, now_ms());
+            let todo = plugin.gate.borrow_mut().on_tick(now_ms());
+            actions::run(&plugin, todo);
         }
     }
 

@@ -35,3 +35,31 @@ pub struct Incoming<'r> {
     /// The downstream address without its port, when something keys on it.
     pub client_ip: Option<&'r str>,
 }
+
+/// A request's inputs, owned, so a parked request can be decided again later.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SavedRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    /// Read only when something keys on it.
+    pub client_ip: Option<String>,
+}
+
+impl SavedRequest {
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            method: &self.method,
+            path: &self.path,
+            headers: &self.headers,
+            client_ip: self.client_ip.as_deref(),
+        }
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == "x-request-id")
+            .map(|(_, v)| v.as_str())
+    }
+}

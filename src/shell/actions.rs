@@ -1,0 +1,125 @@
+//! Carrying out what the gate asks of the root context: key fetches through Envoy's HTTP
+//! callout, answers to parked streams, and the log lines and stats of fetches.
+
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+
+use crate::core::gate::action::Action;
+use crate::core::keys::lifecycle::{FetchOutcome, FetchRequest};
+
+use super::apply::{self, Applied};
+use super::plugin::Plugin;
+use super::root::now_ms;
+
+/// Spreads retries of many proxies apart; no cryptographic quality needed.
+pub fn jitter_permille() -> u64 {
+    now_ms() % 1000
+}
+
+/// Carries out `actions`, and those that carrying them out brings (a refused dispatch).
+pub fn run(plugin: &Plugin, actions: Vec<Action>) {
+    let mut queue = actions;
+    // Each refused dispatch yields at most one more batch; bounded all the same.
+    for _ in 0..8 {
+        let mut next = Vec::new();
+        for action in queue {
+            next.extend(run_one(plugin, action));
+        }
+        if next.is_empty() {
+            return;
+        }
+        queue = next;
+    }
+}
+
+fn run_one(plugin: &Plugin, action: Action) -> Vec<Action> {
+    match action {
+        Action::Answer {
+            context,
+            decision,
+            request,
+        } => {
+            if hostcalls::set_effective_context(context).is_ok() {
+                if let Applied::Continue = apply::apply(plugin, context, &decision, &request) {
+                    let _ = hostcalls::resume_http_request();
+                }
+            }
+        }
+        Action::Fetch {
+            provider,
+            request,
+            unknown_kid,
+        } => {
+            if unknown_kid {
+                plugin.metrics.refetch_unknown_kid(provider);
+            }
+            return dispatch(plugin, provider, &request);
+        }
+        Action::Fetched { provider, outcome } => report(plugin, provider, &outcome),
+        Action::KeyGauges(gauges) => {
+            for g in gauges {
+                plugin.metrics.key_set(g.provider, g.keys, g.age_s);
+            }
+        }
+        Action::BucketGauges(gauges) => {
+            for (rule, limit, in_use) in gauges {
+                plugin.metrics.buckets(rule, limit, in_use);
+            }
+        }
+    }
+    Vec::new()
+}
+
+fn dispatch(plugin: &Plugin, provider: usize, req: &FetchRequest) -> Vec<Action> {
+    let headers = vec![
+        (":method", "GET"),
+        (":path", req.path.as_str()),
+        (":authority", req.authority.as_str()),
+        ("accept", "application/json"),
+        ("user-agent", "okta-jwt-filter"),
+    ];
+    let timeout = Duration::from_millis(req.timeout_ms);
+    match hostcalls::dispatch_http_call(&req.cluster, headers, None, vec![], timeout) {
+        Ok(token) => {
+            plugin.gate.borrow_mut().fetch_dispatched(provider, token);
+            Vec::new()
+        }
+        Err(status) => {
+            log::warn!(
+                "jwks fetch not dispatched provider={} (cluster {:?}: {status:?})",
+                plugin.provider_name(Some(provider)),
+                req.cluster
+            );
+            let now = now_ms();
+            plugin
+                .gate
+                .borrow_mut()
+                .fetch_not_dispatched(provider, now, jitter_permille())
+        }
+    }
+}
+
+fn report(plugin: &Plugin, provider: usize, outcome: &FetchOutcome) {
+    let name = plugin.provider_name(Some(provider));
+    match outcome {
+        FetchOutcome::Updated {
+            keys,
+            skipped,
+            fresh_s,
+        } => {
+            plugin.metrics.fetch(provider, true);
+            log::info!("jwks fetched provider={name} keys={keys} fresh_for_s={fresh_s}");
+            for s in skipped {
+                log::warn!("jwks key skipped provider={name}: {s}");
+            }
+        }
+        FetchOutcome::Discovered => log::info!("jwks discovery document read provider={name}"),
+        FetchOutcome::Failed { why, retry_in_ms } => {
+            plugin.metrics.fetch(provider, false);
+            log::warn!(
+                "jwks fetch failed provider={name}: {why}; next attempt in {retry_in_ms} ms"
+            );
+        }
+    }
+}
