@@ -262,6 +262,33 @@ def wait_envoy_ready(proc: Process, admin_url: str, listen_port: int,
                interval=0.1, abort=proc.exit_reason)
 
 
+def start_envoy_on_free_ports(start: Callable[[dict[str, int]], Process],
+                              ports: dict[str, int], *, admin: str, ready: str,
+                              attempts: int = 3) -> tuple[Process, dict[str, int]]:
+    """Start an Envoy with `start(picked)` and wait until it is ready; return it and its ports.
+
+    `ports` names the ports Envoy binds, 0 for "pick a free one"; `admin` and `ready` name its
+    admin port and a listener port. A port picked free can be taken by another process before
+    Envoy binds it: then, unless every port is fixed, Envoy is started again on new ones, up to
+    `attempts` times in all.
+    """
+    for attempt in range(1, attempts + 1):
+        picked = {name: port or free_port() for name, port in ports.items()}
+        proc = start(picked)
+        try:
+            wait_envoy_ready(proc, f"http://127.0.0.1:{picked[admin]}", picked[ready])
+            return proc, picked
+        except HarnessError as e:
+            proc.stop()
+            raced = "Address already in use" in proc.output()
+            if not raced or attempt == attempts or all(ports.values()):
+                raise HarnessError(f"{e}\n{proc.tail()}") from None
+        except BaseException:
+            proc.stop()
+            raise
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class Stack:
     envoy_url: str
@@ -307,25 +334,20 @@ def start_stack(workdir: Path, *, envoy_port: int = 0, admin_port: int = 0,
                                     ["--listen", f"127.0.0.1:{upstream_port}"])
         started.append(echo)
         processes["echo-upstream"] = echo
-        for attempt in range(1, attempts + 1):
-            listen, admin = envoy_port or free_port(), admin_port or free_port()
-            variables = envoy_variables(listen_port=listen, admin_port=admin,
+
+        def envoy_on(ports: dict[str, int]) -> Process:
+            variables = envoy_variables(listen_port=ports["listen"], admin_port=ports["admin"],
                                         idp_port=_port_of(idp_url),
                                         upstream_port=_port_of(echo_url))
-            envoy = start_envoy(workdir, variables, concurrency=concurrency,
-                                filter_config=filter_config and filter_config(variables))
-            started.append(envoy)
-            admin_url = f"http://127.0.0.1:{admin}"
-            try:
-                wait_envoy_ready(envoy, admin_url, listen)
-                break
-            except HarnessError as e:
-                envoy.stop()
-                raced = "Address already in use" in envoy.output()
-                if not raced or attempt == attempts or (envoy_port and admin_port):
-                    raise HarnessError(f"{e}\n{envoy.tail()}") from None
+            return start_envoy(workdir, variables, concurrency=concurrency,
+                               filter_config=filter_config and filter_config(variables))
+
+        envoy, ports = start_envoy_on_free_ports(
+            envoy_on, {"listen": envoy_port, "admin": admin_port}, admin="admin",
+            ready="listen", attempts=attempts)
         processes["envoy"] = envoy
-        return Stack(envoy_url=f"http://127.0.0.1:{listen}", admin_url=admin_url,
+        return Stack(envoy_url=f"http://127.0.0.1:{ports['listen']}",
+                     admin_url=f"http://127.0.0.1:{ports['admin']}",
                      idp_url=idp_url, processes=processes)
     except BaseException:
         for proc in reversed(started):
