@@ -51,6 +51,23 @@ fn fail<T>(reason: Reason, detail: &'static str) -> Result<T, Denial> {
 }
 
 pub fn parse(raw: &str) -> Result<Token<'_>, Denial> {
+    let (h64, p64, s64) = segments(raw)?;
+    let (alg, kid) = header(h64)?;
+    let claims = payload(p64)?;
+    let signature = signature(s64)?;
+    Ok(Token {
+        raw,
+        signing_input: &raw[..h64.len() + 1 + p64.len()],
+        payload_b64: p64,
+        alg,
+        kid,
+        signature,
+        claims,
+    })
+}
+
+/// The three segments, still encoded; header and payload not empty.
+fn segments(raw: &str) -> Result<(&str, &str, &str), Denial> {
     if raw.len() > MAX_TOKEN_BYTES {
         return fail(Reason::TokenTooLarge, "token longer than 8 KiB");
     }
@@ -63,18 +80,33 @@ pub fn parse(raw: &str) -> Result<Token<'_>, Denial> {
     if h64.is_empty() || p64.is_empty() {
         return fail(Reason::Malformed, "empty header or payload segment");
     }
+    Ok((h64, p64, s64))
+}
+
+/// The header's `alg` and `kid`, after every check on its parameters.
+fn header(h64: &str) -> Result<(Alg, Option<String>), Denial> {
     let header_bytes = URL_SAFE_NO_PAD
         .decode(h64)
         .or_else(|_| fail(Reason::Malformed, "header is not base64url"))?;
     let header: Map<String, Value> = serde_json::from_slice(&header_bytes)
         .or_else(|_| fail(Reason::Malformed, "header is not a JSON object"))?;
-    let alg = match header.get("alg") {
+    let alg = alg(&header)?;
+    check_parameters(&header)?;
+    Ok((alg, kid(&header)?))
+}
+
+fn alg(header: &Map<String, Value>) -> Result<Alg, Denial> {
+    match header.get("alg") {
         Some(Value::String(name)) => match Alg::parse(name) {
-            Some(alg) => alg,
-            None => return fail(Reason::UnsupportedAlg, "alg is none, HMAC or unknown"),
+            Some(alg) => Ok(alg),
+            None => fail(Reason::UnsupportedAlg, "alg is none, HMAC or unknown"),
         },
-        _ => return fail(Reason::Malformed, "header has no alg string"),
-    };
+        _ => fail(Reason::Malformed, "header has no alg string"),
+    }
+}
+
+/// No parameter that picks a key or changes processing, no JWE, and a JWT `typ` if any.
+fn check_parameters(header: &Map<String, Value>) -> Result<(), Denial> {
     if FORBIDDEN_HEADERS.iter().any(|h| header.contains_key(*h)) {
         return fail(
             Reason::ForbiddenHeader,
@@ -85,38 +117,43 @@ pub fn parse(raw: &str) -> Result<Token<'_>, Denial> {
         return fail(Reason::Malformed, "token is a JWE");
     }
     match header.get("typ") {
-        None => {}
+        None => Ok(()),
         Some(Value::String(t))
             if ["jwt", "at+jwt", "application/jwt", "application/at+jwt"]
                 .iter()
-                .any(|ok| t.eq_ignore_ascii_case(ok)) => {}
-        Some(_) => return fail(Reason::Malformed, "typ is not a JWT type"),
+                .any(|ok| t.eq_ignore_ascii_case(ok)) =>
+        {
+            Ok(())
+        }
+        Some(_) => fail(Reason::Malformed, "typ is not a JWT type"),
     }
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(k)) if !k.is_empty() && k.len() <= MAX_KID_BYTES => Some(k.clone()),
-        Some(_) => return fail(Reason::Malformed, "kid is not a short non-empty string"),
-    };
+}
+
+fn kid(header: &Map<String, Value>) -> Result<Option<String>, Denial> {
+    match header.get("kid") {
+        None => Ok(None),
+        Some(Value::String(k)) if !k.is_empty() && k.len() <= MAX_KID_BYTES => Ok(Some(k.clone())),
+        Some(_) => fail(Reason::Malformed, "kid is not a short non-empty string"),
+    }
+}
+
+/// The claims: the payload must be a JSON object.
+fn payload(p64: &str) -> Result<Map<String, Value>, Denial> {
     let payload = URL_SAFE_NO_PAD
         .decode(p64)
         .or_else(|_| fail(Reason::Malformed, "payload is not base64url"))?;
-    let claims: Map<String, Value> = serde_json::from_slice(&payload)
-        .or_else(|_| fail(Reason::Malformed, "payload is not a JSON object"))?;
+    serde_json::from_slice(&payload)
+        .or_else(|_| fail(Reason::Malformed, "payload is not a JSON object"))
+}
+
+fn signature(s64: &str) -> Result<Vec<u8>, Denial> {
     let signature = URL_SAFE_NO_PAD
         .decode(s64)
         .or_else(|_| fail(Reason::Malformed, "signature is not base64url"))?;
     if signature.is_empty() {
         return fail(Reason::Malformed, "signature is empty");
     }
-    Ok(Token {
-        raw,
-        signing_input: &raw[..h64.len() + 1 + p64.len()],
-        payload_b64: p64,
-        alg,
-        kid,
-        signature,
-        claims,
-    })
+    Ok(signature)
 }
 
 #[cfg(test)]
