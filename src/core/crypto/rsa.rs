@@ -515,18 +515,23 @@ impl RsaPublicKey {
 
     /// RSASSA-PKCS1-v1_5-VERIFY (RFC 8017 §8.2.2) of `signature` over `message`.
     pub fn verify_pkcs1v15(&self, hash: Hash, message: &[u8], signature: &[u8]) -> bool {
-        verify_with(&self.mont, self.e, self.k, hash, message, signature)
+        let mut expected = [0u8; MAX_BYTES];
+        match emsa_pkcs1_v15(hash, message, self.k, &mut expected) {
+            Some(expected) => verify_with(&self.mont, self.e, signature, expected),
+            None => false,
+        }
     }
 }
 
+/// Steps 1, 2 and 4: the signature is exactly k octets, s = OS2IP(S) < n, and
+/// EM = I2OSP(s^e mod n, k) equals `expected` (EM', k octets) in full.
 fn verify_with<const B: u32>(
     mont: &Montgomery<B>,
     e: u32,
-    k: usize,
-    hash: Hash,
-    message: &[u8],
     signature: &[u8],
+    expected: &[u8],
 ) -> bool {
+    let k = expected.len();
     // Step 1: the signature is exactly k octets.
     if signature.len() != k || k > MAX_BYTES {
         return false;
@@ -550,26 +555,33 @@ fn verify_with<const B: u32>(
     if !Montgomery::<B>::to_le_bytes(m, em) {
         return false;
     }
+    // Step 4: EM and EM' compared in full.
+    em.iter().eq(expected.iter().rev())
+}
 
-    // Step 3: EM' = EMSA-PKCS1-v1_5-ENCODE(M, k).
+/// Step 3: EM' = EMSA-PKCS1-v1_5-ENCODE(M, k), big-endian in the first k octets of `out`;
+/// `None` when k is too short for the encoding (or longer than any modulus).
+fn emsa_pkcs1_v15<'o>(
+    hash: Hash,
+    message: &[u8],
+    k: usize,
+    out: &'o mut [u8; MAX_BYTES],
+) -> Option<&'o [u8]> {
     let mut h = [0u8; 64];
     let h_len = digest(hash, message, &mut h);
     let prefix = digest_info_prefix(hash);
     let t_len = prefix.len() + h_len;
-    if k < t_len + 11 {
-        return false;
+    if k < t_len + 11 || k > MAX_BYTES {
+        return None;
     }
-    let mut expected = [0u8; MAX_BYTES];
-    let expected = &mut expected[..k];
+    let expected = &mut out[..k];
     expected[1] = 0x01;
     let ps_end = k - t_len - 1;
     expected[2..ps_end].fill(0xff);
     expected[ps_end] = 0x00;
     expected[ps_end + 1..ps_end + 1 + prefix.len()].copy_from_slice(prefix);
     expected[k - h_len..].copy_from_slice(&h[..h_len]);
-
-    // Step 4: EM and EM' compared in full.
-    em.iter().eq(expected.iter().rev())
+    Some(expected)
 }
 
 #[cfg(test)]
@@ -624,6 +636,13 @@ mod tests {
     /// Another digit size, to cross-check the one in use.
     type Alt = Montgomery<30>;
     type D28 = Montgomery<28>;
+
+    /// PKCS#1 v1.5 verification with 30-bit digits and e = 65537.
+    fn alt_verify(alt: &Alt, k: usize, hash: Hash, message: &[u8], sig: &[u8]) -> bool {
+        let mut expected = [0u8; MAX_BYTES];
+        emsa_pkcs1_v15(hash, message, k, &mut expected)
+            .is_some_and(|expected| verify_with(alt, 65537, sig, expected))
+    }
 
     /// x^e mod n through `pow_odd`, big-endian without leading zeros.
     fn pow_via<const B: u32>(n: &[u8], x: &[u8], e: u32) -> Vec<u8> {
@@ -1087,7 +1106,7 @@ mod tests {
                     let sig = rng.bytes(len);
                     for hash in HASHES {
                         assert!(!key.verify_pkcs1v15(hash, b"m", &sig));
-                        assert!(!verify_with(&alt, 65537, key.k, hash, b"m", &sig));
+                        assert!(!alt_verify(&alt, key.k, hash, b"m", &sig));
                     }
                 }
             }
