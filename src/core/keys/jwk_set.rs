@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::core::crypto::alg::{Alg, KeyFamily};
 use crate::core::crypto::der::EcCurve;
 use crate::core::crypto::public_key::{KeyMaterial, PublicKey};
+use crate::core::store::stable_hash;
 
 /// A JWKS body larger than this is refused (an Okta key set is a few KiB).
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -179,6 +180,41 @@ fn b64(field: &str, value: Option<&String>) -> Result<Vec<u8>, String> {
 
 fn parse_key(value: &serde_json::Value) -> Result<Jwk, String> {
     let raw: RawJwk = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    check_purpose(&raw)?;
+    let alg = match &raw.alg {
+        None => None,
+        Some(name) => Some(Alg::parse(name).ok_or_else(|| format!("unsupported alg {name:?}"))?),
+    };
+    let kty = raw.kty.as_deref().ok_or("missing kty")?;
+    let material = match kty {
+        "RSA" => rsa_material(&raw)?,
+        "EC" => ec_material(&raw)?,
+        "OKP" => okp_material(&raw)?,
+        other => return Err(format!("unsupported kty {other:?}")),
+    };
+    let jwk_kty_fits_alg = alg.is_none_or(|a| {
+        matches!(
+            (&material, a.family()),
+            (KeyMaterial::Rsa { .. }, KeyFamily::Rsa)
+                | (KeyMaterial::Ec { .. }, KeyFamily::Ec)
+                | (KeyMaterial::Ed25519 { .. }, KeyFamily::Okp)
+        )
+    });
+    if !jwk_kty_fits_alg {
+        return Err(format!("alg {:?} does not fit kty {kty}", raw.alg));
+    }
+    let fingerprint = fingerprint(raw.kid.as_deref(), &material);
+    Ok(Jwk {
+        kid: raw.kid,
+        alg,
+        key: PublicKey::new(material)?,
+        fingerprint,
+    })
+}
+
+/// A public key meant for verifying signatures: no private part, `use` and `key_ops` (when
+/// given) say so.
+fn check_purpose(raw: &RawJwk) -> Result<(), String> {
     if raw.d.is_some() {
         // A private key published in a JWKS is a misconfiguration; refuse to touch it.
         return Err("contains private key material".into());
@@ -193,70 +229,59 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, String> {
             return Err("key_ops does not include \"verify\"".into());
         }
     }
-    let alg = match &raw.alg {
-        None => None,
-        Some(name) => Some(Alg::parse(name).ok_or_else(|| format!("unsupported alg {name:?}"))?),
-    };
-    let kty = raw.kty.as_deref().ok_or("missing kty")?;
-    let material = match kty {
-        "RSA" => {
-            let n = strip_leading_zeros(b64("n", raw.n.as_ref())?);
-            let e = strip_leading_zeros(b64("e", raw.e.as_ref())?);
-            let bits = bit_length(&n);
-            if bits < MIN_RSA_BITS {
-                return Err(format!(
-                    "RSA modulus of {bits} bits is below {MIN_RSA_BITS}"
-                ));
-            }
-            if bits > MAX_RSA_BITS {
-                return Err(format!(
-                    "RSA modulus of {bits} bits is above {MAX_RSA_BITS}"
-                ));
-            }
-            if e.is_empty() || e.len() > 4 || e.last().is_none_or(|b| b & 1 == 0) {
-                return Err("RSA exponent is not a small odd number".into());
-            }
-            KeyMaterial::Rsa { n, e }
-        }
-        "EC" => {
-            let curve = match raw.crv.as_deref() {
-                Some("P-256") => EcCurve::P256,
-                Some("P-384") => EcCurve::P384,
-                other => return Err(format!("unsupported EC curve {other:?}")),
-            };
-            let x = b64("x", raw.x.as_ref())?;
-            let y = b64("y", raw.y.as_ref())?;
-            if x.len() != curve.coordinate_len() || y.len() != curve.coordinate_len() {
-                return Err("EC coordinates have the wrong length".into());
-            }
-            KeyMaterial::Ec { curve, x, y }
-        }
-        "OKP" => {
-            if raw.crv.as_deref() != Some("Ed25519") {
-                return Err(format!("unsupported OKP curve {:?}", raw.crv));
-            }
-            let x = b64("x", raw.x.as_ref())?;
-            if x.len() != 32 {
-                return Err("Ed25519 key is not 32 bytes".into());
-            }
-            KeyMaterial::Ed25519 { x }
-        }
-        other => return Err(format!("unsupported kty {other:?}")),
-    };
-    let jwk_kty_fits_alg = alg.is_none_or(|a| {
-        matches!(
-            (&material, a.family()),
-            (KeyMaterial::Rsa { .. }, KeyFamily::Rsa)
-                | (KeyMaterial::Ec { .. }, KeyFamily::Ec)
-                | (KeyMaterial::Ed25519 { .. }, KeyFamily::Okp)
-        )
-    });
-    if !jwk_kty_fits_alg {
-        return Err(format!("alg {:?} does not fit kty {kty}", raw.alg));
+    Ok(())
+}
+
+fn rsa_material(raw: &RawJwk) -> Result<KeyMaterial, String> {
+    let n = strip_leading_zeros(b64("n", raw.n.as_ref())?);
+    let e = strip_leading_zeros(b64("e", raw.e.as_ref())?);
+    let bits = bit_length(&n);
+    if bits < MIN_RSA_BITS {
+        return Err(format!(
+            "RSA modulus of {bits} bits is below {MIN_RSA_BITS}"
+        ));
     }
-    let mut id = raw.kid.clone().unwrap_or_default().into_bytes();
+    if bits > MAX_RSA_BITS {
+        return Err(format!(
+            "RSA modulus of {bits} bits is above {MAX_RSA_BITS}"
+        ));
+    }
+    if e.is_empty() || e.len() > 4 || e.last().is_none_or(|b| b & 1 == 0) {
+        return Err("RSA exponent is not a small odd number".into());
+    }
+    Ok(KeyMaterial::Rsa { n, e })
+}
+
+fn ec_material(raw: &RawJwk) -> Result<KeyMaterial, String> {
+    let curve = match raw.crv.as_deref() {
+        Some("P-256") => EcCurve::P256,
+        Some("P-384") => EcCurve::P384,
+        other => return Err(format!("unsupported EC curve {other:?}")),
+    };
+    let x = b64("x", raw.x.as_ref())?;
+    let y = b64("y", raw.y.as_ref())?;
+    if x.len() != curve.coordinate_len() || y.len() != curve.coordinate_len() {
+        return Err("EC coordinates have the wrong length".into());
+    }
+    Ok(KeyMaterial::Ec { curve, x, y })
+}
+
+fn okp_material(raw: &RawJwk) -> Result<KeyMaterial, String> {
+    if raw.crv.as_deref() != Some("Ed25519") {
+        return Err(format!("unsupported OKP curve {:?}", raw.crv));
+    }
+    let x = b64("x", raw.x.as_ref())?;
+    if x.len() != 32 {
+        return Err("Ed25519 key is not 32 bytes".into());
+    }
+    Ok(KeyMaterial::Ed25519 { x })
+}
+
+/// The kid and the key material, hashed: the same key across refreshes, another after a change.
+fn fingerprint(kid: Option<&str>, material: &KeyMaterial) -> u64 {
+    let mut id = kid.unwrap_or_default().as_bytes().to_vec();
     id.push(0);
-    match &material {
+    match material {
         KeyMaterial::Rsa { n, e } => {
             id.extend_from_slice(n);
             id.extend_from_slice(e);
@@ -267,12 +292,7 @@ fn parse_key(value: &serde_json::Value) -> Result<Jwk, String> {
         }
         KeyMaterial::Ed25519 { x } => id.extend_from_slice(x),
     }
-    Ok(Jwk {
-        kid: raw.kid,
-        alg,
-        key: PublicKey::new(material)?,
-        fingerprint: crate::core::store::stable_hash(&id),
-    })
+    stable_hash(&id)
 }
 
 fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
