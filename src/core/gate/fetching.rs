@@ -3,20 +3,12 @@
 //! answer of one of this VM's fetches is recorded and settles its waiters.
 
 use crate::core::decision::outcome::Outcome;
+pub use crate::core::keys::lifecycle::FetchAnswer;
 use crate::core::keys::lifecycle::Want;
 use crate::core::ratelimit::charge as ratelimit;
 
 use super::action::Action;
 use super::state::Gate;
-
-/// The answer to a key fetch, as the host reports it.
-#[derive(Debug, Clone, Copy)]
-pub struct FetchAnswer<'a> {
-    /// `None` when the call failed without an HTTP status (reset, timeout).
-    pub status: Option<u32>,
-    pub cache_control: Option<&'a str>,
-    pub body: &'a [u8],
-}
 
 /// A provider's key-set gauges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,9 +113,7 @@ impl Gate {
             &*self.setup.store,
             now_ms,
             self.setup.owner,
-            answer.status,
-            answer.cache_control,
-            answer.body,
+            answer,
             jitter,
         );
         self.purge_token_cache(provider);

@@ -52,6 +52,15 @@ pub struct FetchRequest {
     pub timeout_ms: u64,
 }
 
+/// The answer to a key fetch, as the host reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchAnswer<'a> {
+    /// `None` when the call failed without an HTTP status (reset, timeout).
+    pub status: Option<u32>,
+    pub cache_control: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchOutcome {
     /// A new key set is in place.
@@ -289,15 +298,12 @@ impl ProviderCache {
 
     /// Records the end of this VM's fetch. Returns the outcome and, after discovery, the keys
     /// fetch to perform next (the lease is kept for it).
-    #[allow(clippy::too_many_arguments)]
     pub fn finish(
         &mut self,
         store: &dyn SharedStore,
         now_ms: u64,
         owner: u64,
-        status: Option<u32>,
-        cache_control: Option<&str>,
-        body: &[u8],
+        answer: FetchAnswer<'_>,
         jitter_permille: u64,
     ) -> (FetchOutcome, Option<FetchRequest>) {
         let result = shared_store::update(store, &self.store_key, |cur| {
@@ -307,15 +313,11 @@ impl ProviderCache {
             } else {
                 None
             };
-            let outcome = self.apply_response(
-                &mut rec,
-                now_ms,
-                phase.unwrap_or(Phase::Keys),
-                status,
-                cache_control,
-                body,
-                jitter_permille,
-            );
+            let outcome =
+                match self.apply_response(&mut rec, now_ms, phase.unwrap_or(Phase::Keys), answer) {
+                    Ok(outcome) => outcome,
+                    Err(why) => self.record_failure(&mut rec, now_ms, why, jitter_permille),
+                };
             let next = if outcome == FetchOutcome::Discovered {
                 self.request_for(&rec).inspect(|req| {
                     rec.lease_until_ms = now_ms + req.timeout_ms + LEASE_MARGIN_MS;
@@ -354,67 +356,69 @@ impl ProviderCache {
         owner: u64,
         jitter_permille: u64,
     ) -> FetchOutcome {
-        self.finish(store, now_ms, owner, None, None, b"", jitter_permille)
-            .0
+        let none = FetchAnswer {
+            status: None,
+            cache_control: None,
+            body: b"",
+        };
+        self.finish(store, now_ms, owner, none, jitter_permille).0
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Takes a successful answer into `rec`: the discovered URI, or the new key set. `Err`
+    /// says why the fetch failed, and leaves `rec` as it was.
     fn apply_response(
         &self,
         rec: &mut SharedRecord,
         now_ms: u64,
         phase: Phase,
-        status: Option<u32>,
-        cache_control: Option<&str>,
-        body: &[u8],
-        jitter_permille: u64,
-    ) -> FetchOutcome {
-        let failed = |rec: &mut SharedRecord, why: String| {
-            rec.epoch += 1;
-            rec.failures = rec.failures.saturating_add(1);
-            let retry_in_ms = self.backoff_ms(rec.failures, jitter_permille);
-            rec.next_at_ms = now_ms.saturating_add(retry_in_ms);
-            FetchOutcome::Failed { why, retry_in_ms }
-        };
-        match status {
-            None => {
-                return failed(
-                    rec,
-                    "no response (timeout, reset or no route to the cluster)".into(),
-                )
-            }
+        answer: FetchAnswer<'_>,
+    ) -> Result<FetchOutcome, String> {
+        let body = answer.body;
+        match answer.status {
+            None => return Err("no response (timeout, reset or no route to the cluster)".into()),
             Some(200) => {}
-            Some(s) => return failed(rec, format!("HTTP status {s}")),
+            Some(s) => return Err(format!("HTTP status {s}")),
         }
         if body.len() > MAX_JWKS_BYTES {
-            return failed(rec, format!("body over {MAX_JWKS_BYTES} bytes"));
+            return Err(format!("body over {MAX_JWKS_BYTES} bytes"));
         }
         match phase {
-            Phase::Discovery => match self.discovered_uri(body) {
-                Ok(uri) => {
-                    rec.jwks_uri = Some(uri);
-                    FetchOutcome::Discovered
-                }
-                Err(why) => failed(rec, why),
-            },
-            Phase::Keys => match jwks::parse(body) {
-                Ok(parsed) => {
-                    let fresh_s = freshness_s(cache_control, self.cfg.cache_duration_s);
-                    rec.epoch += 1;
-                    rec.version += 1;
-                    rec.body = String::from_utf8_lossy(body).into_owned();
-                    rec.fetched_at_ms = now_ms;
-                    rec.failures = 0;
-                    rec.next_at_ms = now_ms.saturating_add(fresh_s * 1000);
-                    FetchOutcome::Updated {
-                        keys: parsed.set.keys.len(),
-                        skipped: parsed.skipped,
-                        fresh_s,
-                    }
-                }
-                Err(e) => failed(rec, e.to_string()),
-            },
+            Phase::Discovery => {
+                rec.jwks_uri = Some(self.discovered_uri(body)?);
+                Ok(FetchOutcome::Discovered)
+            }
+            Phase::Keys => {
+                let parsed = jwks::parse(body).map_err(|e| e.to_string())?;
+                let fresh_s = freshness_s(answer.cache_control, self.cfg.cache_duration_s);
+                rec.epoch += 1;
+                rec.version += 1;
+                rec.body = String::from_utf8_lossy(body).into_owned();
+                rec.fetched_at_ms = now_ms;
+                rec.failures = 0;
+                rec.next_at_ms = now_ms.saturating_add(fresh_s * 1000);
+                Ok(FetchOutcome::Updated {
+                    keys: parsed.set.keys.len(),
+                    skipped: parsed.skipped,
+                    fresh_s,
+                })
+            }
         }
+    }
+
+    /// A failed fetch: the epoch moves (so waiters get their answer) and the next attempt
+    /// backs off.
+    fn record_failure(
+        &self,
+        rec: &mut SharedRecord,
+        now_ms: u64,
+        why: String,
+        jitter_permille: u64,
+    ) -> FetchOutcome {
+        rec.epoch += 1;
+        rec.failures = rec.failures.saturating_add(1);
+        let retry_in_ms = self.backoff_ms(rec.failures, jitter_permille);
+        rec.next_at_ms = now_ms.saturating_add(retry_in_ms);
+        FetchOutcome::Failed { why, retry_in_ms }
     }
 
     fn discovered_uri(&self, body: &[u8]) -> Result<String, String> {
@@ -501,6 +505,14 @@ mod tests {
         )
     }
 
+    fn answer<'a>(status: Option<u32>, cc: Option<&'a str>, body: &'a [u8]) -> FetchAnswer<'a> {
+        FetchAnswer {
+            status,
+            cache_control: cc,
+            body,
+        }
+    }
+
     fn keys_body() -> String {
         format!(r#"{{"keys":[{}]}}"#, test_keys::RFC7515_A2_JWK)
     }
@@ -524,8 +536,14 @@ mod tests {
         owner: u64,
         cc: Option<&str>,
     ) -> FetchOutcome {
-        c.finish(s, now, owner, Some(200), cc, keys_body().as_bytes(), 0)
-            .0
+        c.finish(
+            s,
+            now,
+            owner,
+            answer(Some(200), cc, keys_body().as_bytes()),
+            0,
+        )
+        .0
     }
 
     #[test]
@@ -592,7 +610,7 @@ mod tests {
             } else {
                 b""
             };
-            match v[1].finish(&s, now, 2, status, None, body, 0).0 {
+            match v[1].finish(&s, now, 2, answer(status, None, body), 0).0 {
                 FetchOutcome::Failed { retry_in_ms, .. } => delays.push(retry_in_ms),
                 other => panic!("{other:?}"),
             }
@@ -612,7 +630,7 @@ mod tests {
         v[0].sync(&s);
         v[0].try_start(&s, now, 1, Want::Routine).unwrap();
         let out = v[0]
-            .finish(&s, now, 1, Some(200), None, br#"{"keys":[]}"#, 0)
+            .finish(&s, now, 1, answer(Some(200), None, br#"{"keys":[]}"#), 0)
             .0;
         assert!(
             matches!(out, FetchOutcome::Failed { .. }),
@@ -624,7 +642,7 @@ mod tests {
     fn first_failure_makes_keys_unavailable_until_recovery() {
         let (s, mut v) = vms(&remote(), 2);
         v[0].try_start(&s, 0, 1, Want::Routine).unwrap();
-        let out = v[0].finish(&s, 0, 1, Some(503), None, b"", 1000).0;
+        let out = v[0].finish(&s, 0, 1, answer(Some(503), None, b""), 1000).0;
         assert_eq!(
             out,
             FetchOutcome::Failed {
@@ -717,7 +735,7 @@ mod tests {
         for _ in 0..12 {
             v[0].try_start(&s, now, 1, Want::Routine).unwrap();
             if let FetchOutcome::Failed { retry_in_ms, .. } =
-                v[0].finish(&s, now, 1, Some(500), None, b"", 0).0
+                v[0].finish(&s, now, 1, answer(Some(500), None, b""), 0).0
             {
                 last = retry_in_ms;
                 now += retry_in_ms;
@@ -732,7 +750,7 @@ mod tests {
         v[0].try_start(&s, 0, 1, Want::Routine).unwrap();
         let big = vec![b' '; MAX_JWKS_BYTES + 1];
         assert!(matches!(
-            v[0].finish(&s, 0, 1, Some(200), None, &big, 0).0,
+            v[0].finish(&s, 0, 1, answer(Some(200), None, &big), 0).0,
             FetchOutcome::Failed { .. }
         ));
     }
@@ -744,7 +762,13 @@ mod tests {
         assert_eq!(req.phase, Phase::Discovery);
         assert_eq!(req.path, "/oauth2/default/.well-known/openid-configuration");
         let doc = json!({"issuer": "https://idp.example/oauth2/default", "jwks_uri": "https://idp.example/oauth2/default/v1/keys"});
-        let (out, next) = v[0].finish(&s, 5, 1, Some(200), None, doc.to_string().as_bytes(), 0);
+        let (out, next) = v[0].finish(
+            &s,
+            5,
+            1,
+            answer(Some(200), None, doc.to_string().as_bytes()),
+            0,
+        );
         assert_eq!(out, FetchOutcome::Discovered);
         let next = next.unwrap();
         assert_eq!(next.phase, Phase::Keys);
@@ -773,7 +797,13 @@ mod tests {
             let (s, mut v) = vms(&provider(json!({"discovery": true, "cluster": "idp"})), 1);
             v[0].try_start(&s, 0, 1, Want::Routine).unwrap();
             let doc = json!({"jwks_uri": uri});
-            let (out, next) = v[0].finish(&s, 0, 1, Some(200), None, doc.to_string().as_bytes(), 0);
+            let (out, next) = v[0].finish(
+                &s,
+                0,
+                1,
+                answer(Some(200), None, doc.to_string().as_bytes()),
+                0,
+            );
             assert!(matches!(out, FetchOutcome::Failed { .. }), "{uri}");
             assert_eq!(next, None);
         }
