@@ -56,14 +56,13 @@ pub fn charge_limits(
         .map(|l| limit_key(&l.key, claims, req))
         .collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let verdict = ratelimit::admit(
+    let meter = ratelimit::Meter {
         store,
-        &env.limit_hasher,
-        limits.index,
-        &rule.rate_limits,
-        &keys,
-        env.now_ms,
-    );
+        hasher: &env.limit_hasher,
+        rule: limits.index,
+        now_ms: env.now_ms,
+    };
+    let verdict = ratelimit::admit(&meter, &rule.rate_limits, &keys);
     match verdict {
         Verdict::Admitted { most_restrictive } => Ok(most_restrictive),
         Verdict::Limited {

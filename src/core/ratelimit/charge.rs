@@ -46,6 +46,17 @@ pub enum Verdict {
     },
 }
 
+/// What one request is charged against: the shared buckets, the hash key that places key
+/// values in them, the rule (its index names its records) and the time.
+#[derive(Clone, Copy)]
+pub struct Meter<'a> {
+    pub store: &'a dyn SharedStore,
+    pub hasher: &'a KeyHasher,
+    /// The rule's index in the configuration.
+    pub rule: usize,
+    pub now_ms: u64,
+}
+
 /// Charges one token from each limit's bucket for `key_values[i]` (a missing entry is the
 /// empty key). All limits must admit; when one refuses, the tokens already taken from the
 /// earlier ones are put back (capped at `burst`). Between the take and the refund another
@@ -59,21 +70,14 @@ pub enum Verdict {
 /// unlimited. A key that later gets a slot starts it full (seeding it from the overflow level
 /// would refuse every new key whenever one group overflowed), so across all keys the excess
 /// over per-key limits is at most what the one overflow bucket admits.
-pub fn admit(
-    store: &dyn SharedStore,
-    hasher: &KeyHasher,
-    rule: usize,
-    limits: &[RateLimit],
-    key_values: &[&str],
-    now_ms: u64,
-) -> Verdict {
+pub fn admit(meter: &Meter<'_>, limits: &[RateLimit], key_values: &[&str]) -> Verdict {
     let mut held: Vec<(Params, Held)> = Vec::with_capacity(limits.len());
     let mut most: Option<LimitState> = None;
     for (i, limit) in limits.iter().enumerate() {
         let key_value = key_values.get(i).copied().unwrap_or("");
         let params = Params::new(limit);
-        let hash = hasher.hash(key_value.as_bytes());
-        match take(store, rule, i, limit, &params, hash, now_ms) {
+        let hash = meter.hasher.hash(key_value.as_bytes());
+        match meter.take(i, limit, &params, hash) {
             Taken::Admitted(state, h) => {
                 if most.is_none_or(|m| state.remaining < m.remaining) {
                     most = Some(state);
@@ -85,7 +89,7 @@ pub fn admit(
                 retry_after_s,
             } => {
                 for (params, h) in held.iter().rev() {
-                    refund(store, h, params, now_ms);
+                    refund(meter.store, h, params, meter.now_ms);
                 }
                 return Verdict::Limited {
                     state,
@@ -129,125 +133,173 @@ enum Step {
     Absent,
 }
 
-fn take(
-    store: &dyn SharedStore,
-    rule: usize,
-    index: usize,
-    limit: &RateLimit,
-    p: &Params,
+/// Where a key's bucket is looked for: in a value of `slots` buckets, from slot `home` on, the
+/// one of key hash `hash`.
+#[derive(Clone, Copy)]
+struct Probe {
+    slots: usize,
+    home: usize,
     hash: u64,
-    now: u64,
-) -> Taken {
-    let groups = group_count(limit.max_keys);
-    let home = usize::try_from((hash / groups) % GROUP_SLOTS as u64).unwrap_or(0);
-    let key = group_key(rule, index, hash % groups);
-    match charge(store, &key, GROUP_SLOTS, home, hash, p, now) {
-        Some(Step::Admitted { state, newly_used }) => {
-            if newly_used {
-                count_used(store, &used_key(rule, index), groups * GROUP_SLOTS as u64);
-            }
-            Taken::Admitted(
-                state,
-                Held {
-                    key,
-                    slots: GROUP_SLOTS,
-                    hash,
-                },
-            )
-        }
-        Some(Step::Limited(t)) => t,
-        Some(Step::NoSlot) => {
-            // Every slot holds another key's bucket that is still spending: share the strict
-            // overflow bucket rather than go unlimited or evict a live bucket.
-            let key = overflow_key(rule, index);
-            match charge(store, &key, 1, 0, OVERFLOW_HASH, p, now) {
-                Some(Step::Admitted { state, .. }) => Taken::Admitted(
+}
+
+impl Meter<'_> {
+    /// Takes a token from limit `index` for the key of hash `hash`: from its own bucket, or
+    /// from the overflow bucket when its group has no slot for it.
+    fn take(&self, index: usize, limit: &RateLimit, p: &Params, hash: u64) -> Taken {
+        let groups = group_count(limit.max_keys);
+        let home = usize::try_from((hash / groups) % GROUP_SLOTS as u64).unwrap_or(0);
+        let key = group_key(self.rule, index, hash % groups);
+        let probe = Probe {
+            slots: GROUP_SLOTS,
+            home,
+            hash,
+        };
+        match self.charge(&key, probe, p) {
+            Some(Step::Admitted { state, newly_used }) => {
+                if newly_used {
+                    let cap = groups * GROUP_SLOTS as u64;
+                    count_used(self.store, &used_key(self.rule, index), cap);
+                }
+                Taken::Admitted(
                     state,
                     Held {
                         key,
-                        slots: 1,
-                        hash: OVERFLOW_HASH,
+                        slots: GROUP_SLOTS,
+                        hash,
                     },
-                ),
-                Some(Step::Limited(t)) => t,
-                _ => limited(p, 0),
+                )
+            }
+            Some(Step::Limited(t)) => t,
+            Some(Step::NoSlot) => self.take_overflow(index, p),
+            Some(Step::Absent) | None => limited(p, 0),
+        }
+    }
+
+    /// Every slot holds another key's bucket that is still spending: share the strict
+    /// overflow bucket rather than go unlimited or evict a live bucket.
+    fn take_overflow(&self, index: usize, p: &Params) -> Taken {
+        let key = overflow_key(self.rule, index);
+        let probe = Probe {
+            slots: 1,
+            home: 0,
+            hash: OVERFLOW_HASH,
+        };
+        match self.charge(&key, probe, p) {
+            Some(Step::Admitted { state, .. }) => Taken::Admitted(
+                state,
+                Held {
+                    key,
+                    slots: 1,
+                    hash: OVERFLOW_HASH,
+                },
+            ),
+            Some(Step::Limited(t)) => t,
+            _ => limited(p, 0),
+        }
+    }
+
+    /// One CAS read-modify-write of a group; `None` when the store failed or stayed contended.
+    fn charge(&self, key: &str, probe: Probe, p: &Params) -> Option<Step> {
+        for _ in 0..2 {
+            let step = shared_store::update(self.store, key, |current| match current {
+                // Never write a missing key from here: that write would be unconditional.
+                None => (None, Step::Absent),
+                Some(bytes) => charge_group(bytes, probe, p, self.now_ms),
+            })
+            .ok()?;
+            match step {
+                Step::Absent => {
+                    let empty = Group::empty(p.per_s, probe.slots).encode();
+                    shared_store::ensure(self.store, key, &empty).ok()?
+                }
+                other => return Some(other),
             }
         }
-        Some(Step::Absent) | None => limited(p, 0),
+        None
     }
 }
 
-/// One CAS read-modify-write of a group; `None` when the store failed or stayed contended.
-fn charge(
-    store: &dyn SharedStore,
-    key: &str,
-    n: usize,
-    home: usize,
-    hash: u64,
-    p: &Params,
-    now: u64,
-) -> Option<Step> {
-    for _ in 0..2 {
-        let step = shared_store::update(store, key, |current| match current {
-            // Never write a missing key from here: that write would be unconditional.
-            None => (None, Step::Absent),
-            Some(bytes) => charge_group(bytes, n, home, hash, p, now),
-        })
-        .ok()?;
-        match step {
-            Step::Absent => {
-                shared_store::ensure(store, key, &Group::empty(p.per_s, n).encode()).ok()?
-            }
-            other => return Some(other),
-        }
+/// A charge of the group value `bytes`: what to write back (if anything) and what happened.
+fn charge_group(bytes: &[u8], probe: Probe, p: &Params, now: u64) -> (Option<Vec<u8>>, Step) {
+    let mut g = Group::load(bytes, probe.slots, p);
+    match find_bucket(&g, probe, p, now) {
+        Ok(found) => spend(&mut g, found, p),
+        Err(step) => (None, step),
     }
-    None
 }
 
-fn charge_group(
-    bytes: &[u8],
-    n: usize,
-    home: usize,
-    hash: u64,
-    p: &Params,
-    now: u64,
-) -> (Option<Vec<u8>>, Step) {
-    let mut g = Group::load(bytes, n, p);
+/// The bucket a charge works on, as it stands at `now`, and its slot.
+struct Found {
+    index: usize,
+    bucket: Bucket,
+    /// The slot was empty: the limit's used count grows.
+    newly_used: bool,
+    /// The refill time moved back (a clock step): worth writing even if refused.
+    rebased: bool,
+}
+
+/// The key's own bucket, refilled; else a slot to claim (see [`claim_slot`]).
+fn find_bucket(g: &Group, probe: Probe, p: &Params, now: u64) -> Result<Found, Step> {
     let own = g
         .slots
         .iter()
-        .position(|s| matches!(s, Some(b) if b.hash == hash));
-    let (index, bucket, newly_used, rebased) = match own {
-        Some(i) => match g.slots.get(i).copied().flatten() {
-            Some(stored) => {
-                let b = stored.refilled(p, now);
-                (i, b, false, b.last_ms < stored.last_ms)
-            }
-            None => return (None, Step::Limited(limited(p, 0))),
-        },
-        None => {
-            let reuse_at = now.saturating_sub(REUSE_MARGIN_MS);
-            let probe = || (0..n).map(|k| (home + k) % n);
-            let idle = probe().find(|&i| {
-                matches!(g.slots.get(i), Some(Some(b)) if b.refilled(p, reuse_at).tokens >= p.cap)
-            });
-            let free = match idle {
-                Some(i) => Some((i, false)),
-                None => probe()
-                    .find(|&i| matches!(g.slots.get(i), Some(None)))
-                    .map(|i| (i, true)),
-            };
-            let Some((i, was_empty)) = free else {
-                return (None, Step::NoSlot);
-            };
-            let fresh = Bucket {
-                hash,
-                tokens: p.cap,
-                last_ms: now,
-            };
-            (i, fresh, was_empty, false)
-        }
+        .position(|s| matches!(s, Some(b) if b.hash == probe.hash));
+    let Some(index) = own else {
+        return claim_slot(g, probe, p, now);
     };
+    match g.slots.get(index).copied().flatten() {
+        Some(stored) => {
+            let bucket = stored.refilled(p, now);
+            Ok(Found {
+                index,
+                bucket,
+                newly_used: false,
+                rebased: bucket.last_ms < stored.last_ms,
+            })
+        }
+        None => Err(Step::Limited(limited(p, 0))),
+    }
+}
+
+/// A fresh full bucket for a key without one, in the first slot from its home that holds an
+/// idle full bucket, else in the first empty one; `NoSlot` when there is neither.
+fn claim_slot(g: &Group, probe: Probe, p: &Params, now: u64) -> Result<Found, Step> {
+    let n = probe.slots;
+    let reuse_at = now.saturating_sub(REUSE_MARGIN_MS);
+    let order = || (0..n).map(|k| (probe.home + k) % n);
+    let idle = order().find(
+        |&i| matches!(g.slots.get(i), Some(Some(b)) if b.refilled(p, reuse_at).tokens >= p.cap),
+    );
+    let free = match idle {
+        Some(i) => Some((i, false)),
+        None => order()
+            .find(|&i| matches!(g.slots.get(i), Some(None)))
+            .map(|i| (i, true)),
+    };
+    let Some((index, was_empty)) = free else {
+        return Err(Step::NoSlot);
+    };
+    let bucket = Bucket {
+        hash: probe.hash,
+        tokens: p.cap,
+        last_ms: now,
+    };
+    Ok(Found {
+        index,
+        bucket,
+        newly_used: was_empty,
+        rebased: false,
+    })
+}
+
+/// Spends one token of the found bucket, or refuses when it holds less than one.
+fn spend(g: &mut Group, found: Found, p: &Params) -> (Option<Vec<u8>>, Step) {
+    let Found {
+        index,
+        bucket,
+        newly_used,
+        rebased,
+    } = found;
     let Some(slot) = g.slots.get_mut(index) else {
         return (None, Step::Limited(limited(p, 0)));
     };
@@ -326,8 +378,25 @@ mod tests {
         s
     }
 
+    /// `admit` at `now` for rule `rule`, under the tests' hash key.
+    fn admit_all(
+        store: &dyn SharedStore,
+        rule: usize,
+        limits: &[RateLimit],
+        key_values: &[&str],
+        now: u64,
+    ) -> Verdict {
+        let meter = Meter {
+            store,
+            hasher: &KH,
+            rule,
+            now_ms: now,
+        };
+        admit(&meter, limits, key_values)
+    }
+
     fn one(store: &dyn SharedStore, l: &RateLimit, key: &str, now: u64) -> Verdict {
-        admit(store, &KH, 0, std::slice::from_ref(l), &[key], now)
+        admit_all(store, 0, std::slice::from_ref(l), &[key], now)
     }
 
     fn admitted(v: &Verdict) -> bool {
@@ -436,9 +505,8 @@ mod tests {
     fn missing_key_values_are_the_empty_key() {
         let l = limit(1, 60, 1);
         let s = prepared(std::slice::from_ref(&l));
-        assert!(admitted(&admit(
+        assert!(admitted(&admit_all(
             &s,
-            &KH,
             0,
             std::slice::from_ref(&l),
             &[],
@@ -451,7 +519,7 @@ mod tests {
     fn no_limits_admit_without_state() {
         let s = MemoryStore::default();
         assert_eq!(
-            admit(&s, &KH, 0, &[], &[], 0),
+            admit_all(&s, 0, &[], &[], 0),
             Verdict::Admitted {
                 most_restrictive: None
             }
@@ -467,7 +535,7 @@ mod tests {
         let per_route = limit(1, 60, 1);
         let both = [per_user.clone(), per_route.clone()];
         let s = prepared(&both);
-        let first = admit(&s, &KH, 0, &both, &["alice", ""], 0);
+        let first = admit_all(&s, 0, &both, &["alice", ""], 0);
         assert_eq!(
             first,
             Verdict::Admitted {
@@ -480,7 +548,7 @@ mod tests {
             "the fewest remaining"
         );
         for _ in 0..5 {
-            let v = admit(&s, &KH, 0, &both, &["alice", ""], 0);
+            let v = admit_all(&s, 0, &both, &["alice", ""], 0);
             assert!(
                 matches!(v, Verdict::Limited { state, retry_after_s: 60 } if state.limit == 1),
                 "{v:?}"
@@ -497,12 +565,12 @@ mod tests {
         let b = limit(10, 60, 10);
         let both = [a, b];
         let s = prepared(&both);
-        assert!(admitted(&admit(&s, &KH, 0, &both, &["x", "y"], 0)));
-        assert!(!admitted(&admit(&s, &KH, 0, &both, &["x", "y"], 0)));
-        assert!(!admitted(&admit(&s, &KH, 0, &both, &["x", "y"], 0)));
+        assert!(admitted(&admit_all(&s, 0, &both, &["x", "y"], 0)));
+        assert!(!admitted(&admit_all(&s, 0, &both, &["x", "y"], 0)));
+        assert!(!admitted(&admit_all(&s, 0, &both, &["x", "y"], 0)));
         // Limit 1's bucket for "y", seen through a roomy limit 0: charged once, then now.
         let roomy = [limit(100, 60, 100), both[1].clone()];
-        let v = admit(&s, &KH, 0, &roomy, &["fresh", "y"], 0);
+        let v = admit_all(&s, 0, &roomy, &["fresh", "y"], 0);
         assert_eq!(remaining(&v), 8);
     }
 
@@ -1102,7 +1170,7 @@ mod tests {
             matching: "okta_jwt.rl.0.1.",
         };
         for _ in 0..3 {
-            assert!(!admitted(&admit(&s, &KH, 0, &both, &["u", "u"], 0)));
+            assert!(!admitted(&admit_all(&s, 0, &both, &["u", "u"], 0)));
         }
         assert_eq!(remaining(&one(&s.inner, &both[0], "u", 0)), 4);
     }
@@ -1159,25 +1227,22 @@ mod tests {
         // Another rule's buckets are separate.
         let l = limit(1, 60, 1);
         let s = MemoryStore::default();
-        assert!(admitted(&admit(
+        assert!(admitted(&admit_all(
             &s,
-            &KH,
             0,
             std::slice::from_ref(&l),
             &["u"],
             0
         )));
-        assert!(admitted(&admit(
+        assert!(admitted(&admit_all(
             &s,
-            &KH,
             1,
             std::slice::from_ref(&l),
             &["u"],
             0
         )));
-        assert!(!admitted(&admit(
+        assert!(!admitted(&admit_all(
             &s,
-            &KH,
             0,
             std::slice::from_ref(&l),
             &["u"],
