@@ -18,6 +18,7 @@ impl Denial {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     MissingToken,
+    MultipleTokens,
     TokenTooLarge,
     Malformed,
     UnsupportedAlg,
@@ -54,12 +55,15 @@ pub enum Class {
     RateLimited,
     /// 503 with `Retry-After`.
     Unavailable,
-    /// 400.
+    /// 400 without `WWW-Authenticate`.
     BadRequest,
+    /// 400 `invalid_request` (RFC 6750 section 3.1), with a `Bearer` challenge.
+    InvalidRequest,
 }
 
-pub const ALL: [Reason; 20] = [
+pub const ALL: [Reason; 21] = [
     Reason::MissingToken,
+    Reason::MultipleTokens,
     Reason::TokenTooLarge,
     Reason::Malformed,
     Reason::UnsupportedAlg,
@@ -86,6 +90,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::MissingToken => "missing_token",
+            Reason::MultipleTokens => "multiple_tokens",
             Reason::TokenTooLarge => "token_too_large",
             Reason::Malformed => "malformed",
             Reason::UnsupportedAlg => "unsupported_alg",
@@ -116,6 +121,7 @@ impl Reason {
             Reason::RateLimited => Class::RateLimited,
             Reason::JwksUnavailable => Class::Unavailable,
             Reason::BadPath => Class::BadRequest,
+            Reason::MultipleTokens => Class::InvalidRequest,
             _ => Class::InvalidToken,
         }
     }
@@ -134,6 +140,7 @@ impl Reason {
             Reason::RateLimited => "Too many requests",
             Reason::JwksUnavailable => "The token signing keys are unavailable; retry later",
             Reason::BadPath => "The request path is not acceptable",
+            Reason::MultipleTokens => "The request carries more than one access token",
             _ => "The access token is invalid",
         }
     }
@@ -147,7 +154,7 @@ impl Reason {
             Class::Forbidden => "access_denied",
             Class::RateLimited => "rate_limited",
             Class::Unavailable => "temporarily_unavailable",
-            Class::BadRequest => "invalid_request",
+            Class::BadRequest | Class::InvalidRequest => "invalid_request",
         }
     }
 
@@ -157,7 +164,7 @@ impl Reason {
             Class::InsufficientScope | Class::Forbidden => 403,
             Class::RateLimited => 429,
             Class::Unavailable => 503,
-            Class::BadRequest => 400,
+            Class::BadRequest | Class::InvalidRequest => 400,
         }
     }
 }

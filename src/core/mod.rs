@@ -1,4 +1,7 @@
-//! The functional core: everything that decides, nothing that talks to the host.
+//! The functional core: everything that decides, nothing that talks to the host. Folders by
+//! concern, from the top: `gate` (a VM's state and events) over `decision` (the pipeline) over
+//! `config` over `policy`, `ratelimit`, `token`, `keys`, `request` and `crypto`, with the
+//! leaves `denial` and `store`. No module imports one above it (tests/module_graph.rs).
 
 pub mod config;
 pub mod crypto;

@@ -44,31 +44,16 @@ VALIDATOR = Draft202012Validator(SCHEMA)
 CLI_BUILD_TIMEOUT_S = 1800
 CLI_RUN_TIMEOUT_S = 30
 
-# --- the contract fixes that are not in the filter yet ------------------------------------
-# Cases that depend on them are xfail(strict=True): they fail today because the filter
-# refuses what the contract (and so the schema) accepts, and turn into failures ("XPASS
-# strict") the moment the fix lands, so the mark can be dropped.
-PENDING_ISSUER = ("contract fix pending in the filter: `issuer` is any non-empty string "
-                  "(RFC 7519 StringOrURI); only `discovery` needs an http(s) URL")
-PENDING_PATH_PARAMETERS = ("contract fix pending in the filter: top-level "
-                           "`\"path_parameters\": \"reject\" | \"strip\"` (default reject)")
+# --- contract fixes not in the filter yet -------------------------------------------------
+# A case that relies on one is xfail(strict=True), so it fails ("XPASS strict") the moment
+# the fix lands and the entry is removed. None is pending now: the issuer and
+# path_parameters fixes have landed.
+PENDING: list[tuple[str, Any]] = []
 
 
 def pending_fixes(config: Any) -> list[str]:
     """The pending contract fixes a configuration relies on."""
-    reasons = []
-    if isinstance(config, dict):
-        if "path_parameters" in config:
-            reasons.append(PENDING_PATH_PARAMETERS)
-        providers = config.get("providers")
-        if isinstance(providers, dict):
-            for p in providers.values():
-                issuer = p.get("issuer") if isinstance(p, dict) else None
-                if isinstance(issuer, str) and issuer and not (
-                        re.match(r"https?://", issuer) and len(issuer) > 8):
-                    reasons.append(PENDING_ISSUER)
-                    break
-    return reasons
+    return [reason for reason, relies in PENDING if relies(config)]
 
 
 def pending_marks(config: Any) -> list:

@@ -6,6 +6,7 @@ use crate::core::policy::requirements::{ClaimRequirement, Scopes};
 use crate::core::ratelimit::limits::{LimitKey, RateLimit};
 use crate::core::request::extract::Source;
 use crate::core::request::matcher::Match;
+use crate::core::request::path::PathParameters;
 use crate::core::token::claim_path::ClaimPath;
 use crate::core::token::claims::Expected;
 
@@ -70,6 +71,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     pub realm: Option<String>,
     pub bypass_cors_preflight: bool,
+    /// What to do with `;` parameters in path segments.
+    pub path_parameters: PathParameters,
     pub signature_backend: SignatureBackend,
     /// Verified tokens remembered per VM (0 disables the cache).
     pub token_cache_entries: usize,

@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     pub realm: Option<String>,
     pub bypass_cors_preflight: Option<bool>,
+    pub path_parameters: Option<String>,
     pub signature_backend: Option<String>,
     pub token_cache_entries: Option<usize>,
 }

@@ -12,7 +12,7 @@ use crate::core::config::model::{Auth, Config, Rule};
 use crate::core::denial::{Denial, Reason};
 use crate::core::keys::jwk_set::KeySet;
 use crate::core::keys::state::KeyState;
-use crate::core::request::extract::{self, Extracted, Source};
+use crate::core::request::extract::{self, Extracted, Found, Source};
 use crate::core::request::view::Request;
 use crate::core::token::cache::Verified;
 use crate::core::token::claims;
@@ -88,15 +88,19 @@ pub fn authenticate<'c, 'r>(
     }))
 }
 
-/// Stage: the first configured source that holds a token.
+/// Stage: the one token the rule's sources hold.
 fn find_token<'c, 'r>(
     rule: &'c Rule,
     req: &Request<'r>,
 ) -> Result<Option<Extracted<'c, 'r>>, Denial> {
-    match extract::extract(&rule.sources, req) {
-        Some(found) => Ok(Some(found)),
-        None if rule.auth == Auth::Optional => Ok(None),
-        None => Err(Denial::new(
+    match extract::extract_one(&rule.sources, req) {
+        Found::One(found) => Ok(Some(found)),
+        Found::Several => Err(Denial::new(
+            Reason::MultipleTokens,
+            "more than one token in the request",
+        )),
+        Found::Nothing if rule.auth == Auth::Optional => Ok(None),
+        Found::Nothing => Err(Denial::new(
             Reason::MissingToken,
             "no token in any configured source",
         )),

@@ -1,5 +1,5 @@
-//! The decision for one request: the pipeline of stages and what it decides. The top of the
-//! core: it may import every other folder; nothing imports it.
+//! The decision for one request: the pipeline of stages, what it decides, and the responses.
+//! May import every folder but `gate`; only `gate`, the shell and the CLI import it.
 
 pub mod authenticate;
 pub mod authorize;

@@ -19,7 +19,7 @@ use super::identity::Verification;
 use super::outcome::{Decision, HeaderOp, Outcome};
 
 pub fn decide(env: &mut Env<'_>, incoming: &Incoming<'_>) -> Decision {
-    let normalized = match path::normalize(incoming.path) {
+    let normalized = match path::normalize(incoming.path, env.config.path_parameters) {
         Ok(p) => p,
         Err(e) => return Decision::rejected(Reason::BadPath, e.as_str()),
     };
@@ -172,11 +172,13 @@ mod tests {
     use crate::core::crypto::public_key::PublicKey;
     use crate::core::crypto::verifier::SignatureVerifier;
     use crate::core::crypto::verifier::Signed;
+    use crate::core::decision::response;
     use crate::core::keys::jwk_set as jwks;
     use crate::core::keys::jwk_set::KeySet;
     use crate::core::keys::state::{KeySource, KeyState};
     use crate::core::ratelimit::charge::{self as ratelimit, LimitState};
     use crate::core::store::MemoryStore;
+    use crate::core::store::SharedStore;
     use crate::core::test_keys;
     use crate::core::token::cache::TokenCache;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -283,37 +285,61 @@ mod tests {
         token_with(json!({"alg": "RS256", "kid": "k1"}), claims(extra), b"good")
     }
 
-    fn run_with(keys: &Keys, method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
-        let config = cfg();
-        let mut env = Env {
-            config: &config,
-            cache: None,
-            keys,
-            verifier: &FakeVerifier,
-            now: NOW,
-            now_ms: NOW * 1000,
-            store: None,
-            limit_hasher: ratelimit::KeyHasher::new(1, 2),
-        };
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        decide(&mut env, &incoming(method, path, &headers, None))
+    /// One decision under test: what `Env` needs, with defaults that tests override.
+    struct Case<'a> {
+        config: &'a Config,
+        keys: &'a dyn KeySource,
+        verifier: &'a dyn SignatureVerifier,
+        cache: Option<&'a mut TokenCache>,
+        store: Option<&'a dyn SharedStore>,
+        now_ms: u64,
     }
 
-    fn incoming<'r>(
-        method: &'r str,
-        path: &'r str,
-        headers: &'r [(String, String)],
-        client_ip: Option<&'r str>,
-    ) -> Incoming<'r> {
-        Incoming {
-            method,
-            path,
-            headers,
-            client_ip,
+    fn case<'a>(config: &'a Config, keys: &'a dyn KeySource) -> Case<'a> {
+        Case {
+            config,
+            keys,
+            verifier: &FakeVerifier,
+            cache: None,
+            store: None,
+            now_ms: NOW * 1000,
         }
+    }
+
+    impl Case<'_> {
+        fn decide(
+            self,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            ip: Option<&str>,
+        ) -> Decision {
+            let mut env = Env {
+                config: self.config,
+                cache: self.cache,
+                keys: self.keys,
+                verifier: self.verifier,
+                now: self.now_ms / 1000,
+                now_ms: self.now_ms,
+                store: self.store,
+                limit_hasher: ratelimit::KeyHasher::new(1, 2),
+            };
+            let headers: Vec<(String, String)> = headers
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            let incoming = Incoming {
+                method,
+                path,
+                headers: &headers,
+                client_ip: ip,
+            };
+            decide(&mut env, &incoming)
+        }
+    }
+
+    fn run_with(keys: &Keys, method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
+        case(&cfg(), keys).decide(method, path, headers, None)
     }
 
     fn run(method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
@@ -485,18 +511,14 @@ mod tests {
         }
         fn run(&self, keys: &Keys, now: u64, method: &str, path: &str, token: &str) -> Decision {
             let mut cache = self.cache.borrow_mut();
-            let mut env = Env {
-                config: &self.config,
-                cache: Some(&mut cache),
-                keys,
+            let auth = bearer(token);
+            Case {
                 verifier: &self.verifier,
-                now,
+                cache: Some(&mut cache),
                 now_ms: now * 1000,
-                store: None,
-                limit_hasher: ratelimit::KeyHasher::new(1, 2),
-            };
-            let headers = vec![("authorization".to_string(), bearer(token))];
-            decide(&mut env, &incoming(method, path, &headers, None))
+                ..case(&self.config, keys)
+            }
+            .decide(method, path, &[("authorization", &auth)], None)
         }
     }
 
@@ -524,21 +546,12 @@ mod tests {
         ip: Option<&str>,
     ) -> Decision {
         let keys = Keys::Ready(key_set());
-        let mut env = Env {
-            config,
-            cache: None,
-            keys: &keys,
-            verifier: &FakeVerifier,
-            now: now_ms / 1000,
-            now_ms,
+        Case {
             store: Some(store),
-            limit_hasher: ratelimit::KeyHasher::new(1, 2),
-        };
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        decide(&mut env, &incoming("GET", path, &headers, ip))
+            now_ms,
+            ..case(config, &keys)
+        }
+        .decide("GET", path, headers, ip)
     }
 
     fn limited_store(config: &Config) -> MemoryStore {
@@ -884,6 +897,51 @@ mod tests {
         let cookie = format!("at={t}");
         let d = run("GET", "/x", &[("cookie", &cookie)]);
         assert!(d.ops.contains(&HeaderOp::Remove("cookie".into())));
+    }
+
+    #[test]
+    fn more_than_one_token_is_an_invalid_request() {
+        let t = good(json!({}));
+        let bearer_t = bearer(&t);
+        let cookie = format!("at={t}");
+        let query = format!("/x?access_token={t}");
+        let twice = format!("/x?access_token={t}&access_token={t}");
+        let two_cookies = format!("{cookie}; {cookie}");
+        // How Envoy presents two Authorization headers.
+        let joined = format!("{bearer_t},{bearer_t}");
+        let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+            (
+                "/x",
+                vec![("authorization", &bearer_t), ("authorization", &bearer_t)],
+            ),
+            (&query, vec![("authorization", &bearer_t)]),
+            (
+                "/x",
+                vec![("authorization", &bearer_t), ("cookie", &cookie)],
+            ),
+            (&twice, vec![]),
+            ("/x", vec![("cookie", &two_cookies)]),
+            ("/x", vec![("authorization", &joined)]),
+        ];
+        for (path, headers) in &cases {
+            let d = run("GET", path, headers);
+            assert_eq!(
+                denied(&d),
+                Some(Reason::MultipleTokens),
+                "{path} {headers:?}"
+            );
+        }
+        // A header of another scheme is not a token; one token is allowed.
+        let d = run("GET", &query, &[("authorization", "Basic dXNlcjpwdw==")]);
+        assert_eq!(d.outcome, Outcome::Allow, "{}", d.detail);
+        let r = response::denial(Some("api"), Reason::MultipleTokens, None, 1, None);
+        assert_eq!(r.status, 400);
+        let challenge = r.headers.iter().find(|(n, _)| *n == "www-authenticate");
+        assert!(
+            challenge.is_some_and(
+                |(_, v)| v.starts_with("Bearer realm=\"api\", error=\"invalid_request\"")
+            )
+        );
     }
 
     #[test]

@@ -69,6 +69,16 @@ pub fn denial(
         Class::Unavailable | Class::RateLimited => {
             headers.push(("retry-after", retry_after_s.max(1).to_string()))
         }
+        Class::InvalidRequest => headers.push((
+            "www-authenticate",
+            challenge(
+                realm,
+                &[
+                    ("error", "invalid_request"),
+                    ("error_description", reason.description()),
+                ],
+            ),
+        )),
         Class::Forbidden | Class::BadRequest => {}
     }
     if let Some(state) = rate {

@@ -16,6 +16,16 @@ pub fn get<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// How many pairs are named `name` with a non-empty value, counting no further than `max`.
+#[must_use]
+pub fn count(cookie_header: &str, name: &str, max: usize) -> usize {
+    cookie_header
+        .split(';')
+        .filter(|pair| has_name(pair, name) && get(pair, name).is_some_and(|v| !v.is_empty()))
+        .take(max)
+        .count()
+}
+
 /// The header without every pair named `name`; the remaining pairs (trimmed) are joined with
 /// `"; "` and empty ones dropped. `None` when nothing remains, so the caller removes the header.
 #[must_use]

@@ -50,6 +50,52 @@ fn from_source<'r>(source: &Source, req: &Request<'r>) -> Option<Cow<'r, str>> {
     (!token.is_empty()).then_some(token)
 }
 
+/// What the sources hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found<'c, 'r> {
+    Nothing,
+    One(Extracted<'c, 'r>),
+    /// More than one token, across sources or within one (two `Authorization` headers):
+    /// RFC 6750 section 3.1 `invalid_request`, never a guess at which one counts.
+    Several,
+}
+
+/// How many tokens `source` holds (counting stops at two).
+fn count(source: &Source, req: &Request<'_>) -> usize {
+    match source {
+        // Envoy joins repeated headers with `,`, which no token contains: each part counts.
+        Source::Header { name, prefix } => req
+            .header_values(name)
+            .flat_map(|v| v.split(','))
+            .filter(|part| {
+                strip_prefix_ignore_case(part.trim_start(), prefix)
+                    .is_some_and(|t| !t.trim().is_empty())
+            })
+            .take(2)
+            .count(),
+        Source::Query(name) => req.query.map_or(0, |q| query::count_param(q, name, 2)),
+        Source::Cookie(name) => req
+            .header_values("cookie")
+            .map(|h| cookie::count(h, name, 2))
+            .sum(),
+    }
+}
+
+/// The one token the sources hold, if exactly one.
+pub fn extract_one<'c, 'r>(sources: &'c [Source], req: &Request<'r>) -> Found<'c, 'r> {
+    let mut total = 0;
+    for source in sources {
+        total += count(source, req);
+        if total > 1 {
+            return Found::Several;
+        }
+    }
+    match extract(sources, req) {
+        Some(one) => Found::One(one),
+        None => Found::Nothing,
+    }
+}
+
 pub fn extract<'c, 'r>(
     sources: impl IntoIterator<Item = &'c Source>,
     req: &Request<'r>,

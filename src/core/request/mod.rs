@@ -1,3 +1,6 @@
+//! The request as the core sees it: path normalization, query and cookie access, token
+//! extraction and rule matching. Imports nothing else of the core.
+
 pub mod cookie;
 pub mod extract;
 pub mod matcher;

@@ -22,6 +22,21 @@ pub enum PathError {
     BadEncoding,
     /// Raw `:path` longer than [`MAX_PATH_LEN`].
     TooLong,
+    /// A `;` parameter in a segment (refused by default), or a percent-encoded `;` (always):
+    /// many upstreams drop `;...` from a segment and some read `..;` as `..`.
+    Parameter,
+    /// Overlong UTF-8 in escapes, such as `%C0%AE` for `.`, which lenient upstreams decode
+    /// into dot segments or separators.
+    InvalidUtf8,
+}
+
+/// What to do with `;` parameters in path segments (top-level `path_parameters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathParameters {
+    /// Answer 400 (the default).
+    Reject,
+    /// Remove every segment's `;...` before normalization; that path goes upstream.
+    Strip,
 }
 
 impl PathError {
@@ -35,6 +50,8 @@ impl PathError {
             PathError::Nul => "nul",
             PathError::BadEncoding => "bad_encoding",
             PathError::TooLong => "too_long",
+            PathError::Parameter => "path_parameter",
+            PathError::InvalidUtf8 => "invalid_utf8",
         }
     }
 }
@@ -51,9 +68,10 @@ pub struct RequestPath<'a> {
     pub changed: bool,
 }
 
-/// Normalizes a raw `:path`: drops the fragment, splits off the query, decodes
-/// percent-encoded unreserved characters, merges `//` and resolves dot segments.
-pub fn normalize(raw: &str) -> Result<RequestPath<'_>, PathError> {
+/// Normalizes a raw `:path`: drops the fragment, splits off the query, handles `;`
+/// parameters, decodes percent-encoded unreserved characters, merges `//` and resolves dot
+/// segments.
+pub fn normalize(raw: &str, params: PathParameters) -> Result<RequestPath<'_>, PathError> {
     if raw.len() > MAX_PATH_LEN {
         return Err(PathError::TooLong);
     }
@@ -70,13 +88,15 @@ pub fn normalize(raw: &str) -> Result<RequestPath<'_>, PathError> {
     if !path_part.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let path = if is_normal(path_part) {
+    let stripped = strip_parameters(path_part, params)?;
+    let path = match &stripped {
         // Most paths: nothing to decode or resolve, so no copy on the request path.
-        Cow::Borrowed(path_part)
-    } else {
+        None if is_normal(path_part) => Cow::Borrowed(path_part),
         // Decoding first, so `%2E%2E` is a real `..` when dot segments are resolved.
-        let decoded = decode_path(path_part)?;
-        Cow::Owned(resolve_segments(&decoded)?)
+        _ => {
+            let decoded = decode_path(stripped.as_deref().unwrap_or(path_part))?;
+            Cow::Owned(resolve_segments(&decoded)?)
+        }
     };
     // The query is kept verbatim, so the rebuilt target equals `raw` exactly when the
     // path is unchanged and no fragment was dropped.
@@ -86,6 +106,29 @@ pub fn normalize(raw: &str) -> Result<RequestPath<'_>, PathError> {
         query,
         changed,
     })
+}
+
+/// Refuses or removes `;` parameters. `Some` is the path without them, when there were any.
+fn strip_parameters(path: &str, params: PathParameters) -> Result<Option<String>, PathError> {
+    let bytes = path.as_bytes();
+    // An encoded `;` is ambiguous in either mode: some upstreams decode it into a delimiter.
+    if bytes
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'3' && (w[2] == b'b' || w[2] == b'B'))
+    {
+        return Err(PathError::Parameter);
+    }
+    if !path.contains(';') {
+        return Ok(None);
+    }
+    if params == PathParameters::Reject {
+        return Err(PathError::Parameter);
+    }
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|s| s.split_once(';').map_or(s, |(keep, _)| keep))
+        .collect();
+    Ok(Some(segments.join("/")))
 }
 
 /// Whether `path` (starting with `/`) is already what `decode_path` and `resolve_segments`
@@ -131,8 +174,36 @@ fn decode_path(path: &str) -> Result<String, PathError> {
             }
         }
     }
-    // Only ASCII is ever substituted, so this cannot fail; mapped rather than unwrapped.
-    String::from_utf8(out).map_err(|_| PathError::BadEncoding)
+    let out = String::from_utf8(out).map_err(|_| PathError::BadEncoding)?;
+    check_escaped_utf8(&out)?;
+    Ok(out)
+}
+
+/// Refuses overlong UTF-8 in escapes (`%C0%AE` is an overlong `.`, `%C0%AF` an overlong `/`):
+/// a lenient upstream decodes them into the characters the filter never saw. Other bytes that
+/// are not UTF-8 (`%FF`) stay escaped and allowed: they cannot become a separator.
+fn check_escaped_utf8(path: &str) -> Result<(), PathError> {
+    if !path.contains('%') {
+        return Ok(());
+    }
+    let bytes = path.as_bytes();
+    let escaped_at = |i: usize| -> Option<u8> {
+        (*bytes.get(i)? == b'%')
+            .then(|| Some((hex_value(*bytes.get(i + 1)?)? << 4) | hex_value(*bytes.get(i + 2)?)?))
+            .flatten()
+    };
+    for i in 0..bytes.len() {
+        let overlong = match (escaped_at(i), escaped_at(i + 3)) {
+            (Some(0xC0 | 0xC1), _) => true,
+            (Some(0xE0), Some(next)) => (0x80..=0x9F).contains(&next),
+            (Some(0xF0), Some(next)) => (0x80..=0x8F).contains(&next),
+            _ => false,
+        };
+        if overlong {
+            return Err(PathError::InvalidUtf8);
+        }
+    }
+    Ok(())
 }
 
 /// Merges empty segments and resolves `.`/`..` (RFC 3986 §5.2.4), refusing to climb
@@ -187,7 +258,7 @@ mod tests {
     use super::*;
 
     fn ok(raw: &str) -> RequestPath<'_> {
-        match normalize(raw) {
+        match normalize(raw, PathParameters::Reject) {
             Ok(p) => p,
             Err(e) => panic!("{raw:?} -> {e:?}"),
         }
@@ -198,7 +269,7 @@ mod tests {
     }
 
     fn err(raw: &str) -> PathError {
-        match normalize(raw) {
+        match normalize(raw, PathParameters::Reject) {
             Ok(p) => panic!("{raw:?} -> {p:?}, expected an error"),
             Err(e) => e,
         }
@@ -453,7 +524,7 @@ mod tests {
             assert_eq!(err(raw), PathError::BadEncoding, "{raw:?}");
         }
         // A bad escape in the query is fine.
-        assert!(normalize("/a?%").is_ok());
+        assert!(normalize("/a?%", PathParameters::Reject).is_ok());
     }
 
     #[test]
@@ -582,7 +653,9 @@ mod tests {
                 let idx = (next() % PIECES.len() as u64) as usize;
                 raw.push_str(PIECES.get(idx).copied().unwrap_or("a"));
             }
-            let Ok(p) = normalize(&raw) else { continue };
+            let Ok(p) = normalize(&raw, PathParameters::Reject) else {
+                continue;
+            };
             assert!(p.path.starts_with('/'), "{raw:?} -> {p:?}");
             assert!(!p.path.contains("//"), "{raw:?} -> {p:?}");
             assert!(!p.path.contains('\\'), "{raw:?} -> {p:?}");
@@ -622,5 +695,55 @@ mod tests {
             }
         }
         assert!(fast > 100, "the corpus exercises the fast path ({fast})");
+    }
+
+    #[test]
+    fn path_parameters_are_refused_by_default_and_stripped_on_request() {
+        let reject = |p: &str| normalize(p, PathParameters::Reject).map(|r| r.path.into_owned());
+        let strip = |p: &str| normalize(p, PathParameters::Strip).map(|r| r.path.into_owned());
+        for p in [
+            "/admin;x",
+            "/admin;",
+            "/a/..;/admin",
+            "/public/..;/admin",
+            "/x;jsessionid=1/y",
+        ] {
+            assert_eq!(reject(p), Err(PathError::Parameter), "{p}");
+        }
+        assert_eq!(strip("/admin;x").as_deref(), Ok("/admin"));
+        assert_eq!(strip("/admin;x/").as_deref(), Ok("/admin/"));
+        assert_eq!(strip("/x;jsessionid=1/y;v=2").as_deref(), Ok("/x/y"));
+        // `..;` is `..` once stripped, and resolved like one.
+        assert_eq!(strip("/public/..;/admin").as_deref(), Ok("/admin"));
+        assert_eq!(strip("/..;/admin"), Err(PathError::AboveRoot));
+        let changed = normalize("/admin;x", PathParameters::Strip).map(|r| r.changed);
+        assert_eq!(changed, Ok(true));
+        // Encoded `;` is refused in both modes; `;` in the query is not a path parameter.
+        for p in ["/admin%3bx", "/admin%3Bx", "/a/..%3B/admin"] {
+            assert_eq!(reject(p), Err(PathError::Parameter), "{p}");
+            assert_eq!(strip(p), Err(PathError::Parameter), "{p}");
+        }
+        assert_eq!(reject("/a?x=1;y=2").as_deref(), Ok("/a"));
+    }
+
+    #[test]
+    fn overlong_and_invalid_utf8_escapes_are_refused() {
+        let reject = |p: &str| normalize(p, PathParameters::Reject).map(|r| r.path.into_owned());
+        for p in [
+            "/%C0%AE%C0%AE/admin",
+            "/a%C0%AFb",
+            "/%c1%9c",
+            "/%E0%80%AE",
+            "/%F0%80%80%AE",
+        ] {
+            assert_eq!(reject(p), Err(PathError::InvalidUtf8), "{p}");
+        }
+        // Real UTF-8 and other bytes stay encoded and allowed.
+        assert_eq!(reject("/caf%C3%A9").as_deref(), Ok("/caf%C3%A9"));
+        assert_eq!(reject("/%E0%A0%80").as_deref(), Ok("/%E0%A0%80"));
+        assert_eq!(reject("/%FF").as_deref(), Ok("/%FF"));
+        // Backslash, encoded or not, is a separator for some upstreams.
+        assert_eq!(reject("/a%5C..%5Cadmin"), Err(PathError::EncodedSeparator));
+        assert_eq!(reject("/a\\admin"), Err(PathError::EncodedSeparator));
     }
 }

@@ -23,6 +23,16 @@ pub fn get_param(query: &str, name: &str) -> Option<String> {
         })
 }
 
+/// How many pairs are named `name`, counting no further than `max`.
+#[must_use]
+pub fn count_param(query: &str, name: &str, max: usize) -> usize {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && name_matches(pair, name))
+        .take(max)
+        .count()
+}
+
 /// The query without every pair named `name` (whatever its value); the other pairs are
 /// kept byte for byte and in order, empty pairs are dropped.
 #[must_use]

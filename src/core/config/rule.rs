@@ -1,0 +1,167 @@
+//! Compiling one rule: its match, `auth`, providers, scopes, claim requirements and rate
+//! limits. A rule refers to providers by name; they are resolved to indexes here.
+
+use crate::core::config::error::{err, ConfigError};
+use crate::core::config::matching::compile_match;
+use crate::core::config::model::{Auth, Provider, Rule};
+use crate::core::config::rate_limit;
+use crate::core::config::raw::{RawClaim, RawRule, RawScopes};
+use crate::core::policy::requirements::{ClaimCheck, ClaimRequirement, Scopes};
+use crate::core::request::extract::Source;
+use crate::core::token::claim_path::ClaimPath;
+
+pub fn compile_rule(
+    index: usize,
+    r: RawRule,
+    provider_names: &[&str],
+) -> Result<Rule, ConfigError> {
+    let at = format!("rules[{index}]");
+    let matcher = compile_match(&format!("{at}.match"), r.match_)?;
+    let auth = match r.auth.as_deref() {
+        None | Some("required") => Auth::Required,
+        Some("optional") => Auth::Optional,
+        Some("none") => Auth::None,
+        Some(other) => {
+            return err(
+                format!("{at}.auth"),
+                format!("{other:?} is not one of \"required\", \"optional\", \"none\""),
+            )
+        }
+    };
+    let scopes = scopes(&at, r.scopes)?;
+    let params = matcher
+        .template
+        .as_ref()
+        .map(|t| t.params())
+        .unwrap_or_default();
+    let mut claims = Vec::with_capacity(r.claims.len());
+    for (i, c) in r.claims.into_iter().enumerate() {
+        claims.push(compile_claim(&format!("{at}.claims[{i}]"), c, &params)?);
+    }
+    if auth == Auth::None
+        && (!scopes.all.is_empty() || !scopes.any.is_empty() || !claims.is_empty())
+    {
+        return err(
+            format!("{at}.auth"),
+            "\"none\" cannot be combined with scopes or claims",
+        );
+    }
+    let mut rate_limits = Vec::with_capacity(r.rate_limits.len());
+    for (i, v) in r.rate_limits.iter().enumerate() {
+        rate_limits.push(rate_limit::parse(&format!("{at}.rate_limits[{i}]"), v)?);
+    }
+    Ok(Rule {
+        matcher,
+        auth,
+        providers: providers(&at, r.providers, provider_names)?,
+        sources: Vec::new(),
+        scopes,
+        claims,
+        rate_limits,
+    })
+}
+
+/// Provider names to indexes; all providers when the rule names none.
+fn providers(
+    at: &str,
+    list: Option<Vec<String>>,
+    provider_names: &[&str],
+) -> Result<Vec<usize>, ConfigError> {
+    let Some(list) = list else {
+        return Ok((0..provider_names.len()).collect());
+    };
+    if list.is_empty() {
+        return err(format!("{at}.providers"), "must not be empty");
+    }
+    let mut idx = Vec::with_capacity(list.len());
+    for (i, name) in list.iter().enumerate() {
+        match provider_names.iter().position(|p| p == name) {
+            Some(p) => idx.push(p),
+            None => {
+                return err(
+                    format!("{at}.providers[{i}]"),
+                    format!("unknown provider {name:?}"),
+                )
+            }
+        }
+    }
+    Ok(idx)
+}
+
+fn scopes(at: &str, raw: Option<RawScopes>) -> Result<Scopes, ConfigError> {
+    let Some(s) = raw else {
+        return Ok(Scopes::default());
+    };
+    let all = s.all.unwrap_or_default();
+    let any = s.any.unwrap_or_default();
+    if all.is_empty() && any.is_empty() {
+        return err(
+            format!("{at}.scopes"),
+            "needs a non-empty \"all\" or \"any\"",
+        );
+    }
+    for (kind, list) in [("all", &all), ("any", &any)] {
+        if let Some(i) = list.iter().position(|s| !valid_scope(s)) {
+            return err(
+                format!("{at}.scopes.{kind}[{i}]"),
+                "scopes are non-empty and contain no spaces, quotes or backslashes",
+            );
+        }
+    }
+    Ok(Scopes { all, any })
+}
+
+/// The sources of the given providers, in order, without repeats.
+pub fn sources_of(providers: &[Provider], indexes: &[usize]) -> Vec<Source> {
+    let mut out: Vec<Source> = Vec::new();
+    for p in indexes.iter().filter_map(|&i| providers.get(i)) {
+        for s in &p.from {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+    }
+    out
+}
+
+fn valid_scope(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b > 0x20 && b < 0x7f && b != b'"' && b != b'\\')
+}
+
+fn compile_claim(
+    at: &str,
+    c: RawClaim,
+    params: &[String],
+) -> Result<ClaimRequirement, ConfigError> {
+    let claim = ClaimPath::parse(&c.claim).map_err(|problem| ConfigError {
+        field: format!("{at}.claim"),
+        problem,
+    })?;
+    let check =
+        match (c.equals, c.in_, c.contains, c.equals_param) {
+            (Some(v), None, None, None) => ClaimCheck::Equals(v),
+            (None, Some(v), None, None) => {
+                if v.is_empty() {
+                    return err(format!("{at}.in"), "must not be empty");
+                }
+                ClaimCheck::In(v)
+            }
+            (None, None, Some(v), None) => ClaimCheck::Contains(v),
+            (None, None, None, Some(p)) => {
+                if !params.contains(&p) {
+                    return err(
+                        format!("{at}.equals_param"),
+                        format!("{p:?} is not a parameter of this rule's match.template"),
+                    );
+                }
+                ClaimCheck::EqualsParam(p)
+            }
+            _ => return err(
+                at,
+                "exactly one of \"equals\", \"in\", \"contains\" or \"equals_param\" is required",
+            ),
+        };
+    Ok(ClaimRequirement { claim, check })
+}
