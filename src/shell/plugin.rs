@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use crate::core::config::model::Config;
 use crate::core::gate::state::Gate;
-use crate::core::ratelimit::charge::LimitState;
+use crate::core::ratelimit::bucket::LimitState;
 
 use super::metrics::Metrics;
 

@@ -43,24 +43,12 @@ pub fn compile_provider(name: String, p: RawProvider) -> Result<Provider, Config
             "must be an http(s) URL when jwks.discovery is true",
         );
     }
-    let clock_skew_s = p.clock_skew_s.unwrap_or(60);
-    if clock_skew_s > MAX_CLOCK_SKEW_S {
-        return err(
-            format!("{at}.clock_skew_s"),
-            format!("must be at most {MAX_CLOCK_SKEW_S}"),
-        );
-    }
-    if p.max_lifetime_s == Some(0) {
-        return err(format!("{at}.max_lifetime_s"), "must be positive");
-    }
-    if let Some(ids) = &p.client_ids {
-        if ids.is_empty() || ids.iter().any(|c| c.is_empty()) {
-            return err(
-                format!("{at}.client_ids"),
-                "must be a non-empty list of non-empty client ids",
-            );
-        }
-    }
+    let clock_skew_s = claim_fields(
+        &at,
+        p.clock_skew_s,
+        p.max_lifetime_s,
+        p.client_ids.as_deref(),
+    )?;
     let payload_header = match p.payload_header {
         None => None,
         Some(h) => Some(header_name(&format!("{at}.payload_header"), &h)?),
@@ -79,6 +67,34 @@ pub fn compile_provider(name: String, p: RawProvider) -> Result<Provider, Config
         claims_to_headers: claim_headers(&at, p.claims_to_headers)?,
         payload_header,
     })
+}
+
+/// The claim-check fields: gives the clock skew (default 60 s).
+fn claim_fields(
+    at: &str,
+    clock_skew_s: Option<u64>,
+    max_lifetime_s: Option<u64>,
+    client_ids: Option<&[String]>,
+) -> Result<u64, ConfigError> {
+    let clock_skew_s = clock_skew_s.unwrap_or(60);
+    if clock_skew_s > MAX_CLOCK_SKEW_S {
+        return err(
+            format!("{at}.clock_skew_s"),
+            format!("must be at most {MAX_CLOCK_SKEW_S}"),
+        );
+    }
+    if max_lifetime_s == Some(0) {
+        return err(format!("{at}.max_lifetime_s"), "must be positive");
+    }
+    if let Some(ids) = client_ids {
+        if ids.is_empty() || ids.iter().any(|c| c.is_empty()) {
+            return err(
+                format!("{at}.client_ids"),
+                "must be a non-empty list of non-empty client ids",
+            );
+        }
+    }
+    Ok(clock_skew_s)
 }
 
 fn is_http_url(s: &str) -> bool {

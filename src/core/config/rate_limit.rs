@@ -3,7 +3,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::core::config::error::ConfigError;
+use crate::core::config::error::{err, ConfigError};
+use crate::core::config::names::is_token_char;
 use crate::core::ratelimit::limits::{LimitKey, RateLimit, DEFAULT_MAX_KEYS, MAX_MAX_KEYS};
 use crate::core::token::claim_path::ClaimPath;
 
@@ -20,7 +21,6 @@ struct RawRateLimit {
     max_keys: Option<u64>,
 }
 pub fn parse(at: &str, value: &Value) -> Result<RateLimit, ConfigError> {
-    let fail = |field: String, problem: String| ConfigError { field, problem };
     let raw: RawRateLimit = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {
@@ -28,61 +28,18 @@ pub fn parse(at: &str, value: &Value) -> Result<RateLimit, ConfigError> {
         } else {
             format!("{at}.{path}")
         };
-        fail(field, e.into_inner().to_string())
-    })?;
-    let key = if let Some(claim) = raw.key.strip_prefix("claim:") {
-        LimitKey::Claim(ClaimPath::parse(claim).map_err(|p| fail(format!("{at}.key"), p))?)
-    } else if let Some(header) = raw.key.strip_prefix("header:") {
-        if header.is_empty()
-            || !header
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
-            return Err(fail(
-                format!("{at}.key"),
-                format!("{header:?} is not a valid header name"),
-            ));
+        ConfigError {
+            field,
+            problem: e.into_inner().to_string(),
         }
-        LimitKey::Header(header.to_ascii_lowercase())
-    } else if raw.key == "ip" {
-        LimitKey::Ip
-    } else if raw.key == "route" {
-        LimitKey::Route
-    } else {
-        return Err(fail(
-            format!("{at}.key"),
-            format!(
-                "{:?} is not one of claim:NAME, header:NAME, ip, route",
-                raw.key
-            ),
-        ));
-    };
-    if raw.requests == 0 || raw.requests > MAX_REQUESTS {
-        return Err(fail(
-            format!("{at}.requests"),
-            format!("must be between 1 and {MAX_REQUESTS}"),
-        ));
-    }
-    if raw.per_s == 0 || raw.per_s > MAX_PERIOD_S {
-        return Err(fail(
-            format!("{at}.per_s"),
-            format!("must be between 1 and {MAX_PERIOD_S}"),
-        ));
-    }
+    })?;
+    let key = limit_key(&format!("{at}.key"), &raw.key)?;
     let burst = raw.burst.unwrap_or(raw.requests);
-    if burst == 0 || burst > MAX_REQUESTS {
-        return Err(fail(
-            format!("{at}.burst"),
-            format!("must be between 1 and {MAX_REQUESTS}"),
-        ));
-    }
     let max_keys = raw.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
-    if max_keys == 0 || max_keys > MAX_MAX_KEYS {
-        return Err(fail(
-            format!("{at}.max_keys"),
-            format!("must be between 1 and {MAX_MAX_KEYS}"),
-        ));
-    }
+    within(at, "requests", raw.requests, MAX_REQUESTS)?;
+    within(at, "per_s", raw.per_s, MAX_PERIOD_S)?;
+    within(at, "burst", burst, MAX_REQUESTS)?;
+    within(at, "max_keys", max_keys, MAX_MAX_KEYS)?;
     Ok(RateLimit {
         key,
         requests: raw.requests,
@@ -90,6 +47,42 @@ pub fn parse(at: &str, value: &Value) -> Result<RateLimit, ConfigError> {
         burst,
         max_keys,
     })
+}
+
+fn limit_key(field: &str, key: &str) -> Result<LimitKey, ConfigError> {
+    if let Some(claim) = key.strip_prefix("claim:") {
+        return ClaimPath::parse(claim)
+            .map(LimitKey::Claim)
+            .map_err(|problem| ConfigError {
+                field: field.to_owned(),
+                problem,
+            });
+    }
+    if let Some(header) = key.strip_prefix("header:") {
+        if header.is_empty() || !header.bytes().all(is_token_char) {
+            return err(field, format!("{header:?} is not a valid header name"));
+        }
+        return Ok(LimitKey::Header(header.to_ascii_lowercase()));
+    }
+    match key {
+        "ip" => Ok(LimitKey::Ip),
+        "route" => Ok(LimitKey::Route),
+        _ => err(
+            field,
+            format!("{key:?} is not one of claim:NAME, header:NAME, ip, route"),
+        ),
+    }
+}
+
+/// `value` of `at.name` must be between 1 and `max`.
+fn within(at: &str, name: &str, value: u64, max: u64) -> Result<(), ConfigError> {
+    if value == 0 || value > max {
+        return err(
+            format!("{at}.{name}"),
+            format!("must be between 1 and {max}"),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

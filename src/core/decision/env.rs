@@ -4,7 +4,7 @@
 use crate::core::config::model::Config;
 use crate::core::crypto::verifier::SignatureVerifier;
 use crate::core::keys::state::KeySource;
-use crate::core::ratelimit::charge::KeyHasher;
+use crate::core::ratelimit::hash_key::KeyHasher;
 use crate::core::request::view::Headers;
 use crate::core::store::SharedStore;
 use crate::core::token::cache::TokenCache;

@@ -2,7 +2,7 @@
 //! response needs (the scope to name, the rate-limit state), or a wait for keys.
 
 use crate::core::denial::{Denial, Reason};
-use crate::core::ratelimit::charge::LimitState;
+use crate::core::ratelimit::bucket::LimitState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Halt {

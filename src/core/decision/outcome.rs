@@ -1,7 +1,7 @@
 //! What the pipeline decides for one request, and the header changes that go with it.
 
 use crate::core::denial::{Denial, Reason};
-use crate::core::ratelimit::charge::LimitState;
+use crate::core::ratelimit::bucket::LimitState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderOp {

@@ -1,7 +1,7 @@
 //! Denial responses exactly as SPEC.md's table lists them (RFC 6750 §3).
 
 use crate::core::denial::{Class, Reason};
-use crate::core::ratelimit::charge::LimitState;
+use crate::core::ratelimit::bucket::LimitState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {

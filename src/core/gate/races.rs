@@ -14,7 +14,7 @@ use crate::core::crypto::verifier::{SignatureVerifier, Signed};
 use crate::core::decision::env::SavedRequest;
 use crate::core::decision::outcome::Outcome;
 use crate::core::denial::Reason;
-use crate::core::ratelimit::charge::KeyHasher;
+use crate::core::ratelimit::hash_key::KeyHasher;
 use crate::core::store::MemoryStore;
 use crate::core::test_keys;
 

@@ -12,7 +12,7 @@ use crate::core::decision::pipeline;
 use crate::core::denial::{Denial, Reason};
 use crate::core::keys::lifecycle::ProviderCache;
 use crate::core::keys::state::{KeySource, KeyState};
-use crate::core::ratelimit::charge::KeyHasher;
+use crate::core::ratelimit::hash_key::KeyHasher;
 use crate::core::store::SharedStore;
 use crate::core::token::cache::TokenCache;
 
