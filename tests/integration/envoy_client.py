@@ -134,6 +134,13 @@ class EnvoyClient:
                 stats[name] = int(value)
         return stats
 
+    def upstream_idle(self, cluster: str) -> bool:
+        """No request of Envoy's own to `cluster` (for okta_idp: the filter's key fetches) is
+        pending or under way: every one dispatched so far has been answered or given up."""
+        gauges = self.stats(rf"^cluster\.{re.escape(cluster)}\.upstream_rq_(pending_)?active$")
+        assert len(gauges) == 2, f"no request gauges for cluster {cluster}: {gauges}"
+        return not any(gauges.values())
+
     def prometheus(self) -> str:
         r = self.http.get(f"{self.admin_url}/stats/prometheus", timeout=self.timeout)
         r.raise_for_status()

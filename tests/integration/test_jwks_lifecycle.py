@@ -34,9 +34,9 @@ from idp_client import IdpClient, token_header
 pytestmark = pytest.mark.local_only
 
 MIN_REFETCH_S = 1  # min_refetch_interval_s of the providers that refetch in these tests
-# A set fetched by one VM reaches the other workers' VMs on their next tick, not at once:
-# requests this long after a fetch must see it everywhere.
-ADOPT_S = 0.2
+# Bound on waits for events that take milliseconds on an idle machine (a tick, a gauge, a
+# fetch under way): far above what a loaded machine adds, so only a real failure reaches it.
+EVENT_S = 15.0
 
 
 # --- configuration and stacks -----------------------------------------------------------
@@ -141,6 +141,45 @@ def assert_keys_unavailable(reply: Reply, max_retry_after_s: int) -> None:
     assert 1 <= retry_after(reply) <= max_retry_after_s, reply
 
 
+def provider_stats(envoy: EnvoyClient, provider: str) -> dict[str, int]:
+    """The lifecycle stats of `provider`: counters fetch_success, fetch_failure and
+    refetch_unknown_kid, gauges keys and age_s."""
+    s = envoy.stats("okta_jwt_jwks_")
+    return {what: stat(s, f"okta_jwt_jwks_{what}_{provider}")
+            for what in ("fetch_success", "fetch_failure", "refetch_unknown_kid", "keys", "age_s")}
+
+
+def fetches_ended(envoy: EnvoyClient) -> None:
+    """Until no key fetch is pending or under way on the okta_idp cluster: every fetch Envoy
+    has dispatched so far has then reached the IdP (or failed to), so the IdP's counts are
+    complete."""
+    harness.wait_until(lambda: envoy.upstream_idle("okta_idp"), EVENT_S,
+                       "the key fetches under way to end")
+
+
+def no_fetch_may_still_start(envoy: EnvoyClient, ticks_s: float) -> None:
+    """Before counting fetches that must not have happened. A fetch is started by a VM's tick
+    (every 50 ms): `ticks_s` is many ticks (a tick that comes later can only hide a fetch,
+    never fail a test); then the fetches dispatched by then are waited for."""
+    time.sleep(ticks_s)
+    fetches_ended(envoy)
+
+
+def wait_until_every_worker_answers(call: Callable[[], Reply], expected: int, what: str,
+                                    on_other: Callable[[Reply], None]) -> None:
+    """A set that one VM fetched reaches the other VMs on their next tick, not at once: wait
+    until a batch of concurrent requests (spread over the workers) all get `expected`, the
+    other replies meanwhile checked by `on_other`."""
+    def all_expected() -> bool:
+        replies = concurrently([call] * 8)
+        for reply in replies:
+            if reply.status != expected:
+                on_other(reply)
+        return all(r.status == expected for r in replies)
+
+    harness.wait_until(all_expected, EVENT_S, what, interval=0.1)
+
+
 # --- 1 and 7: cold start with four workers; discovery ------------------------------------
 
 COLD = {
@@ -157,6 +196,9 @@ def cold(tmp_path_factory, key_dir) -> Iterator[Own]:
     with own_stack(tmp_path_factory.mktemp("cold"), concurrency=4,
                    filter_config=lifecycle_config(COLD),
                    idp_args=idp_args(key_dir, COLD)) as own:
+        for name in COLD:  # the start-up fetches, without sending a request
+            harness.wait_until(lambda: provider_stats(own.envoy, name)["fetch_success"], EVENT_S,
+                               f"provider {name}'s start-up fetch")
         yield own
 
 
@@ -170,7 +212,7 @@ def test_cold_start_fetches_once_per_provider_whatever_the_workers(cold):
             assert_allowed(envoy.get(f"/{name}", token))
     assert workers_used(before, connections_per_worker(envoy)) >= 2, \
         "precondition: the requests should have reached several workers"
-    time.sleep(1.0)  # a fetch started by a worker's first request would have arrived
+    no_fetch_may_still_start(envoy, 1.0)  # one a worker's first request made it start
     counts = idp.counts()
     for name in tokens:
         assert counts.get(keys_path(COLD[name]["server"]), 0) == 1, (name, counts)
@@ -182,7 +224,7 @@ def test_discovery_reads_the_jwks_uri_once_for_all_workers(cold):
     token = idp.mint(server="disco")
     for _ in range(6):
         assert_allowed(envoy.get("/disco", token))
-    time.sleep(1.0)
+    no_fetch_may_still_start(envoy, 1.0)
     counts = idp.counts()
     assert counts.get(discovery_path("disco"), 0) == 1, counts
     assert counts.get(keys_path("disco"), 0) == 1, counts
@@ -241,15 +283,21 @@ def test_rotation_new_kid_passes_first_time_on_every_worker_and_dropped_kid_fail
     assert workers_used(workers, connections_per_worker(envoy)) >= 2, \
         "precondition: the requests should have reached several workers"
     assert keys_fetches(idp, "rot") - before == 1
-    # The key the IdP dropped no longer verifies, on any worker.
-    time.sleep(ADOPT_S)
-    for reply in concurrently([lambda: envoy.get("/rot", old)] * 4):
+    # The key the IdP dropped no longer verifies, on any worker (once each has adopted the set).
+    wait_until_every_worker_answers(lambda: envoy.get("/rot", old), 401,
+                                    "every worker to refuse the dropped key", assert_allowed)
+    for reply in concurrently([lambda: envoy.get("/rot", old)] * 8):
         assert_invalid_token(reply, old)
 
 
 STORM_REQUESTS = 200
 STORM_S = 3.0
+STORM_CONNECTIONS = 16
 STORM_MIN_REFETCH_S = LIFE["storm"]["jwks"]["min_refetch_interval_s"]
+# The storm ends within this unless its requests are held: were each held for the refetch
+# timeout (2 s), the 200 would take 25 s over 16 connections; a loaded machine that slows
+# every request to a second's round trip still ends it in time.
+STORM_MAX_S = 4 * STORM_S
 
 
 def test_unknown_kid_storm_is_rejected_without_hammering_the_idp(life):
@@ -266,17 +314,17 @@ def test_unknown_kid_storm_is_rejected_without_hammering_the_idp(life):
         time.sleep(max(0.0, started + i * STORM_S / STORM_REQUESTS - time.monotonic()))
         return envoy.get("/storm", tokens[i])
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    with ThreadPoolExecutor(max_workers=STORM_CONNECTIONS) as pool:
         replies = list(pool.map(send, range(STORM_REQUESTS)))
     duration = time.monotonic() - started
-    time.sleep(0.5)  # a fetch the storm started would have reached the IdP
+    no_fetch_may_still_start(envoy, 0.5)  # one the storm made the filter start
     fetched = keys_fetches(idp, "storm") - before
 
     assert Counter(r.status for r in replies) == {401: STORM_REQUESTS}, \
         Counter(r.status for r in replies)
     for reply, token in zip(replies, tokens):
         assert_invalid_token(reply, token)
-    assert duration < 2 * STORM_S, f"the storm took {duration:.1f} s"
+    assert duration < STORM_MAX_S, f"the storm took {duration:.1f} s"
     assert fetched <= 1 + int(duration // STORM_MIN_REFETCH_S), \
         f"{fetched} key fetches during a {duration:.1f} s storm"
     assert_allowed(envoy.get("/storm", known))
@@ -294,7 +342,7 @@ def test_expired_tokens_with_unknown_kids_never_make_the_filter_refetch(life):
     for reply, token in zip(concurrently([lambda t=t: envoy.get("/stale", t) for t in expired]),
                             expired):
         assert_invalid_token(reply, token)
-    time.sleep(0.5)  # a fetch they started would have reached the IdP
+    no_fetch_may_still_start(envoy, 0.5)  # one they made the filter start
     assert keys_fetches(idp, "stale") == before_fetches
     after = envoy.stats()
     assert stat(after, "okta_jwt_denied_expired") - stat(before, "okta_jwt_denied_expired") == 20
@@ -319,23 +367,47 @@ def test_failed_refetch_keeps_the_cached_keys(life, mode):
         fault["delay_ms"] = SLOW_DELAY_MS
     idp.control("fault", fault)
     try:
-        before = keys_fetches(idp, server)
+        before, before_fetches = provider_stats(envoy, provider), keys_fetches(idp, server)
+
+        def during_a_fetch(at_send: dict[str, int], at_reply: dict[str, int]) -> bool:
+            """Whether a request sent and answered at these stats was answered while a fetch
+            was under way (slow: the refetch had started and not ended) or due (the other
+            faults fail at once: the refetch had failed, and no next attempt had reached the
+            IdP): then it did not wait for that fetch."""
+            if mode == "slow":
+                return (at_send["refetch_unknown_kid"] > before["refetch_unknown_kid"]
+                        and at_reply["fetch_failure"] == before["fetch_failure"])
+            return (at_send["fetch_failure"] > before["fetch_failure"]
+                    and keys_fetches(idp, server) == before_fetches + 1)
+
         unknown = idp.mint(server=server, header={"kid": random_kid()})
+        waiter = EnvoyClient(envoy.url, envoy.admin_url)  # a session for the other thread
         with ThreadPoolExecutor(max_workers=1) as pool:
             started = time.monotonic()
-            waiting = pool.submit(lambda: (envoy.get(path, unknown), time.monotonic()))
+            waiting = pool.submit(
+                lambda: (waiter.get(path, unknown), provider_stats(waiter, provider)))
             # During the failing refetch and after it (the first retry is due ~1 s later),
-            # the cached key keeps verifying, at once.
+            # the cached key keeps verifying, at once: some of these requests are answered
+            # while a fetch is under way or due.
+            answered_during_a_fetch = sent = 0
             while time.monotonic() < started + FAULT_TIMEOUT_MS / 1000 + 0.8:
-                sent = time.monotonic()
+                at_send = provider_stats(envoy, provider)
                 assert_allowed(envoy.get(path, known))
-                assert time.monotonic() - sent < 0.8, "a known kid waited for the refetch"
-                time.sleep(0.1)
-            reply, answered = waiting.result(timeout=15)
+                answered_during_a_fetch += during_a_fetch(at_send, provider_stats(envoy, provider))
+                sent += 1
+                time.sleep(0.05)
+            reply, at_answer = waiting.result(timeout=15)
+        print(f"{mode}: {answered_during_a_fetch} of {sent} known-kid requests answered "
+              "while a fetch was under way or due")
+        assert answered_during_a_fetch >= 1, "a known kid waited for the refetch"
         assert_invalid_token(reply, unknown)
-        # It waited for the refetch, at most timeout_ms (not the IdP's 3 s).
-        assert answered - started < FAULT_TIMEOUT_MS / 1000 + 1.5
-        assert keys_fetches(idp, server) - before >= 1, "the unknown kid caused no refetch"
+        # It waited for the refetch (started by then), at most timeout_ms (not the IdP's 3 s):
+        # that fetch ends as a failure, where the slow IdP's late answer would be a success.
+        assert at_answer["refetch_unknown_kid"] > before["refetch_unknown_kid"], at_answer
+        harness.wait_until(lambda: provider_stats(envoy, provider)["fetch_failure"]
+                           > before["fetch_failure"], EVENT_S, "the refetch to fail")
+        assert provider_stats(envoy, provider)["fetch_success"] == before["fetch_success"]
+        assert keys_fetches(idp, server) - before_fetches >= 1, "the unknown kid caused no refetch"
         assert_allowed(envoy.get(path, known))
     finally:
         idp.control("fault", {"server": server, "mode": "none"})
@@ -368,17 +440,16 @@ def test_providers_on_two_servers_keep_their_own_lifecycle(life):
     assert_allowed(envoy.get("/okta", old["okta"]))  # rotation keeps the previous key published
 
 
-GAUGE_LAG_S = 0.5  # gauges may be published on the filter's timer rather than at once
-
-
 def test_lifecycle_stats_per_provider(life):
     envoy, idp, name = life.envoy, life.idp, "metered"
 
     def stats() -> dict[str, int]:
-        s = envoy.stats()
-        return {what: stat(s, f"okta_jwt_jwks_{what}_{name}")
-                for what in ("fetch_success", "fetch_failure", "refetch_unknown_kid",
-                             "keys", "age_s")}
+        return provider_stats(envoy, name)
+
+    def gauges(what: str, check: Callable[[dict[str, int]], bool]) -> dict[str, int]:
+        """The stats once their gauges pass `check`: gauges are published on the filter's
+        timer, not at once."""
+        return harness.wait_until(lambda: (lambda s: check(s) and s)(stats()), EVENT_S, what)
 
     def delta(now: dict, then: dict) -> tuple[int, int, int]:
         return tuple(now[k] - then[k]
@@ -387,27 +458,39 @@ def test_lifecycle_stats_per_provider(life):
     known = idp.mint(server=name)
     assert_allowed(envoy.get(f"/{name}", known))
     life.up_for_at_least(MIN_REFETCH_S + 0.2)
-    start = stats()
+    start = gauges("the start-up set's age to reach 1 s", lambda s: s["age_s"] >= 1)
     # Start-up: the set is in place (a start-up attempt may have failed and been retried).
     assert start["fetch_success"] >= 1 and start["refetch_unknown_kid"] == 0, start
     assert start["keys"] == 2, start  # the IdP publishes two keys
     assert 1 <= start["age_s"] <= time.monotonic() - life.ready_at + 30, start
 
     idp.control("rotate", {"server": name})
+    sent = time.monotonic()
     assert_allowed(envoy.get(f"/{name}", idp.mint(server=name)))  # unknown kid: refetch
     refetched_at = time.monotonic()
-    time.sleep(GAUGE_LAG_S)
-    rotated = stats()
+
+    def age_restarted(s: dict[str, int]) -> bool:  # 0 or 1 when read at once
+        return s["age_s"] <= time.monotonic() - sent + 1
+
+    rotated = gauges("the age to restart with the refetch", age_restarted)
     assert delta(rotated, start) == (1, 0, 1), (start, rotated)
-    assert rotated["keys"] == 2 and rotated["age_s"] <= 1, rotated
+    assert rotated["keys"] == 2 and age_restarted(rotated), rotated
 
     time.sleep(MIN_REFETCH_S + 0.2)
+    gauges("the set's age to reach 1 s", lambda s: s["age_s"] >= 1)
+    fetches_before = keys_fetches(idp, name)
     idp.control("fault", {"server": name, "mode": "500"})
     try:
         unknown = idp.mint(server=name, header={"kid": random_kid()})
         assert_invalid_token(envoy.get(f"/{name}", unknown), unknown)  # its refetch fails
-        failed = stats()  # read before the first retry (~1 s later) can fail as well
-        assert delta(failed, rotated) == (0, 1, 1), (rotated, failed)
+        failed = stats()  # read before the first retry (~1 s later) can fail as well ...
+        attempts = keys_fetches(idp, name) - fetches_before  # ... unless the IdP saw it
+        if attempts == 1:
+            assert delta(failed, rotated) == (0, 1, 1), (rotated, failed)
+        else:  # a loaded machine read the stats after the first retry
+            success, failure, unknown_kid = delta(failed, rotated)
+            assert success == 0 and 1 <= failure <= attempts, (rotated, failed, attempts)
+            assert 1 <= unknown_kid <= attempts, (rotated, failed, attempts)
         # The last good set is kept, and so is its age.
         assert failed["keys"] == 2, failed
         assert 1 <= failed["age_s"] <= time.monotonic() - refetched_at + 1, failed
@@ -420,6 +503,14 @@ def test_lifecycle_stats_per_provider(life):
 
 OUTAGE_CACHE_S = 30  # cache_duration_s: the cap of the retry back-off
 RECOVERY_S = 20      # back-off 1, 2, 4, 8 s (+ jitter): the next attempt comes within this
+
+
+def recovery_bound_s(down_s: float) -> float:
+    """How long recovery may take once the IdP is back, after `down_s` seconds of failed
+    attempts: the back-off doubles from 1 s (so the last gap is at most the time down, plus
+    1 s), capped at cache_duration_s, plus a quarter of jitter; RECOVERY_S at least, and a
+    slow start (a loaded machine) only lengthens it."""
+    return max(RECOVERY_S, 1.25 * min(down_s + 1, OUTAGE_CACHE_S) + 5)
 
 
 @pytest.mark.parametrize("outage", ["500", "not_listening"])
@@ -449,7 +540,9 @@ def test_idp_down_from_the_start_is_503_then_recovers_without_restart(tmp_path, 
                 time.sleep(0.25)
 
             if outage == "500":
-                attempts = idp.counts().get(keys_path("default"), 0)
+                attempts = harness.wait_until(
+                    lambda: idp.counts().get(keys_path("default"), 0), EVENT_S,
+                    "a first key fetch attempt")
                 down_for = time.monotonic() - envoy_started
                 # One attempt at a time for the whole process, backing off (0, 1, 3, 7 s
                 # ...), however many requests came: never more than this.
@@ -463,6 +556,7 @@ def test_idp_down_from_the_start_is_503_then_recovers_without_restart(tmp_path, 
                 idp_procs.append(restarted)
 
             recovering = time.monotonic()
+            recovery_s = recovery_bound_s(recovering - envoy_started)
             statuses = []
             while True:
                 reply = envoy.get("/okta", token)
@@ -470,16 +564,19 @@ def test_idp_down_from_the_start_is_503_then_recovers_without_restart(tmp_path, 
                 if reply.status != 503:
                     break
                 assert_keys_unavailable(reply, 2 * OUTAGE_CACHE_S)
-                assert time.monotonic() - recovering < RECOVERY_S, \
-                    f"no recovery within {RECOVERY_S} s: {Counter(statuses)}"
+                assert time.monotonic() - recovering < recovery_s, \
+                    f"no recovery within {recovery_s:.0f} s: {Counter(statuses)}"
                 time.sleep(0.25)
             assert_allowed(reply)
-            time.sleep(ADOPT_S)
+            wait_until_every_worker_answers(
+                lambda: envoy.get("/okta", token), 200, "every worker to have the keys",
+                lambda r: assert_keys_unavailable(r, 2 * OUTAGE_CACHE_S))
             for _ in range(6):  # whichever worker takes them
                 assert_allowed(envoy.get("/okta", token))
             assert own.stack.processes["envoy"].alive
             if outage == "not_listening":
                 # The IdP that came back served one fetch, for every worker.
+                fetches_ended(envoy)
                 assert keys_fetches(idp, "default") == 1, idp.counts()
     finally:
         for proc in idp_procs:
@@ -491,6 +588,9 @@ def test_idp_down_from_the_start_is_503_then_recovers_without_restart(tmp_path, 
 FRESH_FLOOR_S = 30        # SPEC: max-age is clamped to [30 s, 24 h]
 NO_REFRESH_BEFORE_S = 10  # "refresh before expiry" may come early, but not this early
 SLACK_S = 2.0             # tick, poll interval, the first fetch coming just after "ready"
+# How late a refresh due at `fresh` may be seen on a loaded machine (late ticks, polls, a slow
+# IdP); without max-age the refresh would come at cache_duration_s (300 s).
+LATE_S = 10.0
 
 
 @pytest.mark.slow
@@ -509,14 +609,18 @@ def test_cache_control_max_age_sets_the_refresh_and_is_clamped(tmp_path, key_dir
         for o in own.values():
             assert_allowed(o.envoy.get("/okta", o.idp.mint()))
 
-        # When each IdP saw each keys fetch.
+        # When each IdP saw each keys fetch: watched until the refreshes have come and the
+        # windows (refresh due + SLACK_S) have ended, or the latest they may come has passed.
         seen = {max_age: [] for max_age in own}
         end = max(own[m].ready_at + fresh + SLACK_S for m, fresh in expected_fresh.items())
-        while time.monotonic() < end:
+        latest = max(own[m].ready_at + fresh + LATE_S for m, fresh in expected_fresh.items())
+        while time.monotonic() < latest:
             for max_age, o in own.items():
                 count = keys_fetches(o.idp, "default")
                 while len(seen[max_age]) < count:
                     seen[max_age].append(time.monotonic())
+            if time.monotonic() >= end and all(len(f) >= 2 for f in seen.values()):
+                break
             time.sleep(0.25)
 
         for max_age, fresh in expected_fresh.items():
@@ -525,6 +629,6 @@ def test_cache_control_max_age_sets_the_refresh_and_is_clamped(tmp_path, key_dir
                         for t in fetches]  # (since start, since ready), for the message
             assert len(fetches) == 2, (max_age, timeline)  # start-up, then one refresh
             assert fetches[1] - started[max_age] > NO_REFRESH_BEFORE_S, (max_age, timeline)
-            assert fetches[1] - own[max_age].ready_at <= fresh + SLACK_S, (max_age, timeline)
+            assert fetches[1] - own[max_age].ready_at <= fresh + LATE_S, (max_age, timeline)
         for o in own.values():
             assert_allowed(o.envoy.get("/okta", o.idp.mint()))
