@@ -203,26 +203,53 @@ def test_another_sub_has_its_own_bucket(envoy, idp):
 
 # --- 3: continuous refill ----------------------------------------------------------------
 
+REFILL_ATTEMPTS = 5
+
+
 def test_bucket_refills_after_the_period(envoy, idp):
     """1 request per 2 s, burst 1. The times are bounds on when the filter charged: after a
-    request is sent and before its answer arrives."""
-    token = idp.mint({"sub": new_sub()})
+    request is sent and before its answer arrives. A request whose answer comes 2 s or more
+    after the charge may find the token refilled: when a loaded machine is that slow, the
+    attempt proves nothing and is made again, with a fresh subject (a fresh bucket)."""
+    too_slow = []
+    for _ in range(REFILL_ATTEMPTS):
+        reason = refill_attempt(envoy, idp.mint({"sub": new_sub()}))
+        if reason is None:
+            return
+        too_slow.append(reason)
+    pytest.fail(f"the machine was too slow for every attempt: {too_slow}")
+
+
+def refill_attempt(envoy: EnvoyClient, token: str) -> str | None:
+    """One run of the refill test on a fresh bucket: None once every check has passed, or why
+    the timing made this attempt inconclusive (then no assertion was skipped that the replies
+    could still decide)."""
+    period = REFILL["per_s"]
     sent = time.monotonic()
     assert_admitted(envoy.get("/refill", token), REFILL)
     spent_by = time.monotonic()
-    assert assert_limited(envoy.get("/refill", token), REFILL) in (1, 2)
+    reply = envoy.get("/refill", token)
+    if time.monotonic() - sent >= period:
+        return "the request right after the charge"
+    assert assert_limited(reply, REFILL) in (1, 2)
 
     # Half a period later: half a token, still limited, one second to wait (two if the
     # first charge came late within its round trip).
-    time.sleep(max(0.0, sent + 1.0 - time.monotonic()))
+    time.sleep(max(0.0, sent + period / 2 - time.monotonic()))
     reply = envoy.get("/refill", token)
-    assert time.monotonic() - sent < 2.0, "too slow to test the half-way point"
+    if time.monotonic() - sent >= period:
+        return "the half-way request"
     assert assert_limited(reply, REFILL) in (1, 2)
 
     # A full period after the charge: admitted again, and empty again at once.
-    time.sleep(max(0.0, spent_by + REFILL["per_s"] + 0.1 - time.monotonic()))
+    time.sleep(max(0.0, spent_by + period + 0.1 - time.monotonic()))
+    recharged = time.monotonic()
     assert assert_admitted(envoy.get("/refill", token), REFILL) == 0
-    assert assert_limited(envoy.get("/refill", token), REFILL) in (1, 2)
+    reply = envoy.get("/refill", token)
+    if time.monotonic() - recharged >= period:
+        return "the request right after the second charge"
+    assert assert_limited(reply, REFILL) in (1, 2)
+    return None
 
 
 # --- 4: ip and header keys -----------------------------------------------------------------
@@ -263,6 +290,7 @@ def test_rate_limit_fields_count_down_then_429(envoy, idp):
     token = idp.mint({"sub": new_sub()})
     resets = []
     for expected in range(BURST["burst"] - 1, -1, -1):  # 4, 3, 2, 1, 0
+        last_sent = time.monotonic()
         reply = envoy.get("/burst", token)
         assert assert_admitted(reply, BURST) == expected, reply
         resets.append(header_int(reply, "ratelimit-reset"))
@@ -270,7 +298,10 @@ def test_rate_limit_fields_count_down_then_429(envoy, idp):
     assert resets == sorted(resets) and resets[0] < resets[-1], resets
     reply = envoy.get("/burst", token)
     assert_limited(reply, BURST)
-    assert header_int(reply, "ratelimit-reset") >= resets[-1] - 1, (resets, reply)
+    # The same empty bucket: its Reset has only counted down since the last admission (by
+    # rounding, and by however long a loaded machine took between the two).
+    since_last = int(time.monotonic() - last_sent)
+    assert header_int(reply, "ratelimit-reset") >= resets[-1] - 1 - since_last, (resets, reply)
     # A rule without limits adds no RateLimit-* field.
     plain = envoy.get("/plain", token)
     assert_allowed(plain)
@@ -306,7 +337,7 @@ def test_insufficient_scope_gets_403_and_spends_nothing(envoy, idp):
 
 FLOOD_KEYS = 100_000
 FLOOD_CONNECTIONS = 24
-GAUGE_AFTER_S = 1.2  # the bucket gauge is published about once a second
+GAUGE_WAIT_S = 15.0  # the bucket gauge is published about once a second, later when loaded
 
 
 @pytest.mark.slow
@@ -317,10 +348,22 @@ def test_key_flood_stays_within_max_keys_and_overflow_stays_strict(envoy):
     started = time.monotonic()
     flood = Counter(envoy.send_many("GET", "/flood", headers, connections=FLOOD_CONNECTIONS))
     took = time.monotonic() - started
-    time.sleep(GAUGE_AFTER_S)
     after = rule_stats(envoy, "/flood")
-    buckets = stat(envoy.stats("okta_jwt_ratelimit_buckets"),
-                   f"okta_jwt_ratelimit_buckets_rule_{RULE['/flood']}_limit_0")
+    overflow = FLOOD.get("burst", FLOOD["requests"])
+
+    def buckets_gauge() -> int:
+        return stat(envoy.stats("okta_jwt_ratelimit_buckets"),
+                    f"okta_jwt_ratelimit_buckets_rule_{RULE['/flood']}_limit_0")
+
+    # The gauge is published on the filter's timer: wait until it accounts for the flood's
+    # admissions (each slot admits its key once, the overflow bucket `overflow` more), and
+    # read it as it stands if that never happens, for the assertions below to judge.
+    try:
+        harness.wait_until(lambda: buckets_gauge() == flood[200] - overflow, GAUGE_WAIT_S,
+                           "the bucket gauge to count the flood's buckets")
+    except harness.HarnessError:
+        pass
+    buckets = buckets_gauge()
     print(f"{FLOOD_KEYS} distinct keys in {took:.1f} s ({FLOOD_KEYS / took:.0f} req/s): "
           f"{dict(flood)}; buckets in use {buckets}")
 
@@ -328,7 +371,7 @@ def test_key_flood_stays_within_max_keys_and_overflow_stays_strict(envoy):
     assert 0 < buckets <= FLOOD["max_keys"], buckets  # 1000 is a multiple of 8 already
     # Each slot admitted its first key once (1 token per hour), and the keys that found no
     # slot shared one overflow bucket of the same size: never more than that passed.
-    assert flood[200] == buckets + FLOOD.get("burst", FLOOD["requests"]), (flood, buckets)
+    assert flood[200] == buckets + overflow, (flood, buckets)
     assert {k: after[k] - before[k] for k in after} == \
         {"admitted": flood[200], "limited": flood[429], "denied": flood[429]}, (before, after)
 
