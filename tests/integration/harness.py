@@ -243,12 +243,15 @@ def start_envoy(logdir: Path, variables: dict[str, str], filter_config: dict | N
                 name: str = "envoy", concurrency: int = 2) -> Process:
     """Render the bootstrap into `logdir` and start Envoy; does not wait for readiness.
 
-    Two workers so that per-process sharing (rate limits, JWKS refetches) is exercised.
+    Two workers so that per-process sharing (rate limits, JWKS refetches) is exercised. The
+    access log is flushed every 100 ms (Envoy's default: 10 s), so that tests waiting for a
+    request's line see it at once.
     """
     config = logdir / f"{name}.yaml"
     render.render(config, variables, filter_config=filter_config)
     return Process(name, [envoy_bin(), "-c", config, "--disable-hot-restart",
-                          "--concurrency", str(concurrency), "--log-level", "info"], logdir)
+                          "--concurrency", str(concurrency), "--log-level", "info",
+                          "--file-flush-interval-msec", "100"], logdir)
 
 
 def envoy_ready(admin_url: str, listen_port: int, host: str = "127.0.0.1") -> bool:
