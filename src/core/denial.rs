@@ -33,6 +33,9 @@ pub enum Reason {
     WrongIssuer,
     WrongAudience,
     WrongClient,
+    NotAccessToken,
+    DpopBound,
+    CertificateMismatch,
     InsufficientScope,
     ClaimMismatch,
     RateLimited,
@@ -61,7 +64,7 @@ pub enum Class {
     InvalidRequest,
 }
 
-pub const ALL: [Reason; 21] = [
+pub const ALL: [Reason; 24] = [
     Reason::MissingToken,
     Reason::MultipleTokens,
     Reason::TokenTooLarge,
@@ -78,6 +81,9 @@ pub const ALL: [Reason; 21] = [
     Reason::WrongIssuer,
     Reason::WrongAudience,
     Reason::WrongClient,
+    Reason::NotAccessToken,
+    Reason::DpopBound,
+    Reason::CertificateMismatch,
     Reason::InsufficientScope,
     Reason::ClaimMismatch,
     Reason::RateLimited,
@@ -105,6 +111,9 @@ impl Reason {
             Reason::WrongIssuer => "wrong_issuer",
             Reason::WrongAudience => "wrong_audience",
             Reason::WrongClient => "wrong_client",
+            Reason::NotAccessToken => "not_access_token",
+            Reason::DpopBound => "dpop_bound_token",
+            Reason::CertificateMismatch => "certificate_mismatch",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::ClaimMismatch => "claim_mismatch",
             Reason::RateLimited => "rate_limited",

@@ -30,6 +30,8 @@ pub struct Provider {
     pub forward_token: bool,
     pub claims_to_headers: Vec<ClaimHeader>,
     pub payload_header: Option<String>,
+    /// Only RFC 9068 access tokens (`typ` `at+jwt`).
+    pub require_at_jwt: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -66,6 +66,7 @@ pub fn compile_provider(name: String, p: RawProvider) -> Result<Provider, Config
         forward_token: p.forward_token,
         claims_to_headers: claim_headers(&at, p.claims_to_headers)?,
         payload_header,
+        require_at_jwt: p.require_at_jwt,
     })
 }
 

@@ -35,6 +35,8 @@ pub struct RawProvider {
     #[serde(default)]
     pub claims_to_headers: Vec<RawClaimHeader>,
     pub payload_header: Option<String>,
+    #[serde(default)]
+    pub require_at_jwt: bool,
 }
 
 #[derive(Deserialize)]

@@ -15,8 +15,8 @@ use crate::core::keys::state::KeyState;
 use crate::core::request::extract::{self, Extracted, Found, Source};
 use crate::core::request::view::Request;
 use crate::core::token::cache::Verified;
-use crate::core::token::claims;
 use crate::core::token::jws::{self, Token};
+use crate::core::token::{access, claims};
 
 use super::env::Env;
 use super::halt::Halt;
@@ -57,7 +57,9 @@ pub fn authenticate<'c, 'r>(
             "alg is not in the provider's algorithms",
         ));
     }
-    if let Err(denial) = claims::check(&p.expected(), &parsed.claims, env.now) {
+    let checked = claims::check(&p.expected(), &parsed.claims, env.now)
+        .and_then(|()| access::check(&parsed, p.require_at_jwt));
+    if let Err(denial) = checked {
         // Who the token claims to be is still logged, marked as unverified.
         d.sub = parsed
             .claims

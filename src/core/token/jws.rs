@@ -28,8 +28,36 @@ pub struct Token<'a> {
     pub payload_b64: &'a str,
     pub alg: Alg,
     pub kid: Option<String>,
+    /// The header's `typ`, for the access-token checks.
+    pub typ: Typ,
     pub signature: Vec<u8>,
     pub claims: Map<String, Value>,
+}
+
+/// What a token's `typ` header says it is (compared without regard to case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Typ {
+    Absent,
+    /// `JWT`.
+    Jwt,
+    /// `at+jwt` or `application/at+jwt` (RFC 9068).
+    AtJwt,
+    /// Any other string: not an access token (an ID token's `JWT` aside, such as `dpop+jwt`
+    /// or `logout+jwt`).
+    Other,
+}
+
+impl Typ {
+    fn of(value: &str) -> Typ {
+        let is = |t: &str| value.eq_ignore_ascii_case(t);
+        if is("JWT") {
+            Typ::Jwt
+        } else if is("at+jwt") || is("application/at+jwt") {
+            Typ::AtJwt
+        } else {
+            Typ::Other
+        }
+    }
 }
 
 impl Token<'_> {
@@ -52,7 +80,7 @@ fn fail<T>(reason: Reason, detail: &'static str) -> Result<T, Denial> {
 
 pub fn parse(raw: &str) -> Result<Token<'_>, Denial> {
     let (h64, p64, s64) = segments(raw)?;
-    let (alg, kid) = header(h64)?;
+    let (alg, kid, typ) = header(h64)?;
     let claims = payload(p64)?;
     let signature = signature(s64)?;
     Ok(Token {
@@ -61,6 +89,7 @@ pub fn parse(raw: &str) -> Result<Token<'_>, Denial> {
         payload_b64: p64,
         alg,
         kid,
+        typ,
         signature,
         claims,
     })
@@ -84,15 +113,15 @@ fn segments(raw: &str) -> Result<(&str, &str, &str), Denial> {
 }
 
 /// The header's `alg` and `kid`, after every check on its parameters.
-fn header(h64: &str) -> Result<(Alg, Option<String>), Denial> {
+fn header(h64: &str) -> Result<(Alg, Option<String>, Typ), Denial> {
     let header_bytes = URL_SAFE_NO_PAD
         .decode(h64)
         .or_else(|_| fail(Reason::Malformed, "header is not base64url"))?;
     let header: Map<String, Value> = serde_json::from_slice(&header_bytes)
         .or_else(|_| fail(Reason::Malformed, "header is not a JSON object"))?;
     let alg = alg(&header)?;
-    check_parameters(&header)?;
-    Ok((alg, kid(&header)?))
+    let typ = check_parameters(&header)?;
+    Ok((alg, kid(&header)?, typ))
 }
 
 fn alg(header: &Map<String, Value>) -> Result<Alg, Denial> {
@@ -105,8 +134,8 @@ fn alg(header: &Map<String, Value>) -> Result<Alg, Denial> {
     }
 }
 
-/// No parameter that picks a key or changes processing, no JWE, and a JWT `typ` if any.
-fn check_parameters(header: &Map<String, Value>) -> Result<(), Denial> {
+/// No parameter that picks a key or changes processing, no JWE, and a string `typ` if any.
+fn check_parameters(header: &Map<String, Value>) -> Result<Typ, Denial> {
     if FORBIDDEN_HEADERS.iter().any(|h| header.contains_key(*h)) {
         return fail(
             Reason::ForbiddenHeader,
@@ -117,15 +146,9 @@ fn check_parameters(header: &Map<String, Value>) -> Result<(), Denial> {
         return fail(Reason::Malformed, "token is a JWE");
     }
     match header.get("typ") {
-        None => Ok(()),
-        Some(Value::String(t))
-            if ["jwt", "at+jwt", "application/jwt", "application/at+jwt"]
-                .iter()
-                .any(|ok| t.eq_ignore_ascii_case(ok)) =>
-        {
-            Ok(())
-        }
-        Some(_) => fail(Reason::Malformed, "typ is not a JWT type"),
+        None => Ok(Typ::Absent),
+        Some(Value::String(t)) => Ok(Typ::of(t)),
+        Some(_) => fail(Reason::Malformed, "typ is not a string"),
     }
 }
 
@@ -245,7 +268,7 @@ pub(crate) mod tests {
             ),
             format!(
                 "{}.{p}.{s}",
-                b64(&serde_json::json!({"alg": "RS256", "typ": "JOSE+JSON"}))
+                b64(&serde_json::json!({"alg": "RS256", "typ": 7}))
             ),
             format!(
                 "{}.{p}.{s}",
