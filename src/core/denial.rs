@@ -41,6 +41,7 @@ pub enum Reason {
     RateLimited,
     JwksUnavailable,
     BadPath,
+    IpDenied,
 }
 
 /// The RFC 6750 error class a reason is answered with.
@@ -64,7 +65,7 @@ pub enum Class {
     InvalidRequest,
 }
 
-pub const ALL: [Reason; 24] = [
+pub const ALL: [Reason; 25] = [
     Reason::MissingToken,
     Reason::MultipleTokens,
     Reason::TokenTooLarge,
@@ -89,6 +90,7 @@ pub const ALL: [Reason; 24] = [
     Reason::RateLimited,
     Reason::JwksUnavailable,
     Reason::BadPath,
+    Reason::IpDenied,
 ];
 
 impl Reason {
@@ -119,6 +121,7 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::JwksUnavailable => "jwks_unavailable",
             Reason::BadPath => "bad_path",
+            Reason::IpDenied => "ip_denied",
         }
     }
 
@@ -126,7 +129,7 @@ impl Reason {
         match self {
             Reason::MissingToken => Class::NoCredentials,
             Reason::InsufficientScope => Class::InsufficientScope,
-            Reason::ClaimMismatch => Class::Forbidden,
+            Reason::ClaimMismatch | Reason::IpDenied => Class::Forbidden,
             Reason::RateLimited => Class::RateLimited,
             Reason::JwksUnavailable => Class::Unavailable,
             Reason::BadPath => Class::BadRequest,
@@ -149,6 +152,7 @@ impl Reason {
             Reason::RateLimited => "Too many requests",
             Reason::JwksUnavailable => "The token signing keys are unavailable; retry later",
             Reason::BadPath => "The request path is not acceptable",
+            Reason::IpDenied => "Requests from this address are not allowed",
             Reason::MultipleTokens => "The request carries more than one access token",
             _ => "The access token is invalid",
         }
@@ -205,6 +209,9 @@ mod tests {
         assert_eq!(Reason::RateLimited.status(), 429);
         assert_eq!(Reason::JwksUnavailable.status(), 503);
         assert_eq!(Reason::BadPath.status(), 400);
+        assert_eq!(Reason::IpDenied.status(), 403);
+        assert_eq!(Reason::IpDenied.class(), Class::Forbidden);
+        assert_eq!(Reason::IpDenied.as_str(), "ip_denied");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
+use crate::core::decision::abuse;
 use crate::core::decision::env::SavedRequest;
 use crate::core::decision::outcome::Decision;
 use crate::core::decision::response;
@@ -56,6 +57,16 @@ fn read_request(with_client_ip: bool) -> Option<SavedRequest> {
     })
 }
 
+impl Http {
+    /// Failure-throttling stats of a decision taken on arrival. (A request parked for keys is
+    /// answered from the root context and is not seen here.)
+    fn count_failures(&self, d: &Decision) {
+        if let Some(effect) = abuse::failure_effect(&self.plugin.config, d) {
+            self.plugin.metrics.failure(effect);
+        }
+    }
+}
+
 impl Context for Http {
     fn on_done(&mut self) -> bool {
         self.plugin
@@ -84,11 +95,13 @@ impl HttpContext for Http {
             .on_request(self.context_id, req, now_ms());
         match handled {
             Handled::Parked => Action::Pause,
-            Handled::Decided(d, req) => match apply::apply(&self.plugin, self.context_id, &d, &req)
-            {
-                Applied::Continue => Action::Continue,
-                Applied::Responded => Action::Pause,
-            },
+            Handled::Decided(d, req) => {
+                self.count_failures(&d);
+                match apply::apply(&self.plugin, self.context_id, &d, &req) {
+                    Applied::Continue => Action::Continue,
+                    Applied::Responded => Action::Pause,
+                }
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
+use crate::core::decision::abuse::FailureEffect;
 use crate::core::denial::{self as reason, Reason};
 
 /// Stats of one provider's key set.
@@ -28,6 +29,9 @@ pub struct Metrics {
     rules: Vec<RuleStats>,
     cache_hit: Option<u32>,
     cache_miss: Option<u32>,
+    /// 401s charged to `"count": "denied"` limits, and 429s because of such earlier failures.
+    failures_counted: Option<u32>,
+    failures_throttled: Option<u32>,
     denied: Vec<(Reason, Option<u32>)>,
     providers: Vec<ProviderStats>,
 }
@@ -73,6 +77,8 @@ impl Metrics {
                 .collect(),
             cache_hit: counter("okta_jwt_token_cache_hit".into()),
             cache_miss: counter("okta_jwt_token_cache_miss".into()),
+            failures_counted: counter("okta_jwt_failures_counted".into()),
+            failures_throttled: counter("okta_jwt_failures_throttled".into()),
             denied: reason::ALL
                 .iter()
                 .map(|r| (*r, counter(format!("okta_jwt_denied_{}", r.as_str()))))
@@ -114,6 +120,13 @@ impl Metrics {
             .get(rule)
             .and_then(|r| r.buckets.get(limit).copied().flatten());
         record(id, in_use);
+    }
+
+    pub fn failure(&self, effect: FailureEffect) {
+        bump(match effect {
+            FailureEffect::Counted => self.failures_counted,
+            FailureEffect::Refused => self.failures_throttled,
+        });
     }
 
     pub fn denied(&self, reason: Reason) {

@@ -506,15 +506,20 @@ VARIATIONS: list[tuple[list, Any, Any]] = [
     (["path_parameters"], "keep", False), (["path_parameters"], True, False),
     (P + ["require_at_jwt"], True, True), (P + ["require_at_jwt"], False, True),
     (P + ["require_at_jwt"], "yes", False),
+    # client address (issue 17; more cases in test_ip_config.py)
+    (["client_ip"], {"xff_trusted_hops": 1}, True), (["client_ip"], {"xff_trusted_hops": 0}, False),
+    (R1 + ["ip"], {"allow": ["10.0.0.0/8"]}, True), (R1 + ["ip"], {"allow": ["10.0.0.0/33"]}, False),
+    (R1 + ["rate_limits", 0, "count"], "all", True),
+    (R1 + ["rate_limits", 0, "count"], "denied", False),  # its key is a claim
+    (R1 + ["rate_limits", 0], {"key": "ip", "requests": 5, "per_s": 60, "count": "denied"}, True),
+    (R1 + ["rate_limits", 0, "count"], "failed", False),
     # contract fields this release does not implement: refused by both
-    (["client_ip"], {"xff_trusted_hops": 1}, False), (["log"], {"allowed": True}, False),
+    (["log"], {"allowed": True}, False),
     (P + ["dpop"], "allowed", False), (P + ["dpop_algorithms"], ["ES256"], False),
     (P + ["dpop_max_age_s"], 300, False), (P + ["dpop_origin"], "https://api.example", False),
     (P + ["mtls_binding"], "required", False),
     (P + ["introspection"], {"uri": "https://x/introspect", "cluster": "okta_idp",
                              "client_id": "a", "client_secret": "b"}, False),
-    (R1 + ["ip"], {"allow": ["10.0.0.0/8"]}, False),
-    (R1 + ["rate_limits", 0, "count"], "denied", False),
     # provider names
     (["providers", "a" * 64], minimal_provider(), True),
     (["providers", "a" * 65], minimal_provider(), False),

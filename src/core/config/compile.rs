@@ -4,7 +4,7 @@
 use crate::core::config::error::{err, ConfigError};
 use crate::core::config::model::{Auth, Config, Provider, Rule, SignatureBackend};
 use crate::core::config::provider::compile_provider;
-use crate::core::config::raw::RawConfig;
+use crate::core::config::raw::{RawClientIp, RawConfig};
 use crate::core::config::rule::{compile_rule, sources_of};
 use crate::core::policy::requirements::Scopes;
 use crate::core::request::matcher::Match;
@@ -69,6 +69,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         path_parameters: path_parameters(raw.path_parameters.as_deref())?,
         signature_backend: signature_backend(raw.signature_backend.as_deref())?,
         token_cache_entries: token_cache_entries(raw.token_cache_entries)?,
+        xff_trusted_hops: client_ip(raw.client_ip)?,
     })
 }
 
@@ -93,6 +94,23 @@ fn signature_backend(raw: Option<&str>) -> Result<SignatureBackend, ConfigError>
             format!("{other:?} is not one of \"auto\", \"host\", \"pure\""),
         ),
     }
+}
+
+/// At most this many proxies in front of Envoy: more is a configuration mistake.
+pub const MAX_XFF_TRUSTED_HOPS: u32 = 32;
+
+fn client_ip(raw: Option<RawClientIp>) -> Result<Option<u32>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let hops = raw.xff_trusted_hops;
+    if hops == 0 || hops > MAX_XFF_TRUSTED_HOPS {
+        return err(
+            "client_ip.xff_trusted_hops",
+            format!("must be between 1 and {MAX_XFF_TRUSTED_HOPS}"),
+        );
+    }
+    Ok(Some(hops))
 }
 
 fn token_cache_entries(raw: Option<usize>) -> Result<usize, ConfigError> {
@@ -135,6 +153,7 @@ fn default_rule(providers: &[Provider]) -> Rule {
         scopes: Scopes::default(),
         claims: Vec::new(),
         rate_limits: Vec::new(),
+        ip: None,
     }
 }
 
@@ -147,6 +166,7 @@ pub(crate) fn header_set(c: &Config) -> std::collections::HashSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::config::rule::MAX_IP_RANGES;
     use crate::core::crypto::alg::Alg;
     use crate::core::keys::source::authority_of;
     use crate::core::request::extract::Source;
@@ -338,6 +358,92 @@ mod tests {
         let mut v = base();
         v["rules"][1]["rate_limits"][0]["key"] = json!("color");
         expect_err(v, "rules[1].rate_limits[0].key", "");
+    }
+
+    #[test]
+    fn ip_lists_and_client_ip() {
+        let mut v = base();
+        v["rules"][1]["ip"] = json!({"allow": ["10.0.0.0/8", "::1"], "deny": ["10.0.0.13"]});
+        v["client_ip"] = json!({"xff_trusted_hops": 2});
+        let c = parse_value(&v).unwrap();
+        let ip = c.rules[1].ip.as_ref().unwrap();
+        assert_eq!((ip.allow.len(), ip.deny.len()), (2, 1));
+        assert_eq!(c.xff_trusted_hops, Some(2));
+        assert!(c.needs_client_ip());
+        assert!(!parse_value(&base()).unwrap().needs_client_ip());
+        assert_eq!(parse_value(&base()).unwrap().xff_trusted_hops, None);
+
+        let bad = |rule_ip: Value, field: &str, problem: &str| {
+            let mut v = base();
+            v["rules"][1]["ip"] = rule_ip;
+            expect_err(v, field, problem);
+        };
+        bad(
+            json!({"allow": ["10.0.0.0/8", "10.1.0.0/8"]}),
+            "rules[1].ip.allow[1]",
+            "bits set",
+        );
+        bad(
+            json!({"deny": ["10.0.0.0/33"]}),
+            "rules[1].ip.deny[0]",
+            "prefix length",
+        );
+        bad(
+            json!({"deny": ["fe80::1%eth0"]}),
+            "rules[1].ip.deny[0]",
+            "not an IPv4 or IPv6",
+        );
+        bad(
+            json!({"allow": []}),
+            "rules[1].ip.allow",
+            "must not be empty",
+        );
+        bad(json!({}), "rules[1].ip", "\"allow\" or \"deny\"");
+        bad(json!({"allow": [1]}), "rules[1].ip.allow[0]", "");
+        bad(
+            json!({"permit": ["10.0.0.0/8"]}),
+            "rules[1].ip.permit",
+            "unknown field",
+        );
+        let many: Vec<String> = (0..=MAX_IP_RANGES)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect();
+        bad(json!({"deny": many}), "rules[1].ip.deny", "at most 1024");
+
+        for hops in [json!(0), json!(MAX_XFF_TRUSTED_HOPS + 1)] {
+            let mut v = base();
+            v["client_ip"] = json!({"xff_trusted_hops": hops});
+            expect_err(v, "client_ip.xff_trusted_hops", "between 1 and 32");
+        }
+        for (client_ip, field) in [
+            (json!({}), "client_ip"),
+            (
+                json!({"xff_trusted_hops": -1}),
+                "client_ip.xff_trusted_hops",
+            ),
+            (
+                json!({"xff_trusted_hops": 1, "header": "x-real-ip"}),
+                "client_ip.header",
+            ),
+        ] {
+            let mut v = base();
+            v["client_ip"] = client_ip;
+            let e = parse_value(&v).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
+    }
+
+    #[test]
+    fn failure_limits_need_authentication() {
+        let mut v = base();
+        v["rules"][0]["rate_limits"] =
+            json!([{"key": "ip", "requests": 5, "per_s": 60, "count": "denied"}]);
+        expect_err(v, "rules[0].rate_limits[0].count", "auth \"none\"");
+        let mut v = base();
+        v["rules"][1]["rate_limits"] =
+            json!([{"key": "ip", "requests": 5, "per_s": 60, "count": "denied"}]);
+        let c = parse_value(&v).unwrap();
+        assert!(c.needs_client_ip());
     }
 
     #[test]

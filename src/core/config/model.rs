@@ -4,6 +4,7 @@ use crate::core::crypto::alg::AlgSet;
 use crate::core::keys::source::{JwksConfig, JwksSource};
 use crate::core::policy::requirements::{ClaimRequirement, Scopes};
 use crate::core::ratelimit::limits::{LimitKey, RateLimit};
+use crate::core::request::cidr::IpList;
 use crate::core::request::extract::Source;
 use crate::core::request::matcher::Match;
 use crate::core::request::path::PathParameters;
@@ -53,6 +54,8 @@ pub struct Rule {
     pub scopes: Scopes,
     pub claims: Vec<ClaimRequirement>,
     pub rate_limits: Vec<RateLimit>,
+    /// Client address ranges, checked before any token work.
+    pub ip: Option<IpList>,
 }
 
 /// Which implementation checks signatures (an extension to SPEC.md).
@@ -80,6 +83,9 @@ pub struct Config {
     pub token_cache_entries: usize,
     /// Every claim and payload header of every provider: stripped from each request first.
     pub protected_headers: Vec<String>,
+    /// `client_ip.xff_trusted_hops`: the client address is this `X-Forwarded-For` entry from
+    /// the right (1 = the last); `None`: the downstream address.
+    pub xff_trusted_hops: Option<u32>,
     /// The rule used when none matches: `auth: required`, any provider, no further checks.
     /// It has no position in `rules`, so decisions under it name no rule.
     pub default_rule: Rule,
@@ -102,11 +108,12 @@ impl Config {
         self.rules.iter().any(|r| !r.rate_limits.is_empty())
     }
 
+    /// Whether a rule's `ip` or an `ip` rate-limit key needs the downstream address (worth a
+    /// host call per request).
     pub fn needs_client_ip(&self) -> bool {
         self.rules
             .iter()
-            .flat_map(|r| &r.rate_limits)
-            .any(|l| l.key == LimitKey::Ip)
+            .any(|r| r.ip.is_some() || r.rate_limits.iter().any(|l| l.key == LimitKey::Ip))
     }
 
     /// Providers that need their keys fetched over the network.

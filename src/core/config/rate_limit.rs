@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::core::config::error::{err, ConfigError};
 use crate::core::config::names::is_token_char;
-use crate::core::ratelimit::limits::{LimitKey, RateLimit, DEFAULT_MAX_KEYS, MAX_MAX_KEYS};
+use crate::core::ratelimit::limits::{Count, LimitKey, RateLimit, DEFAULT_MAX_KEYS, MAX_MAX_KEYS};
 use crate::core::token::claim_path::ClaimPath;
 
 const MAX_REQUESTS: u64 = 1_000_000_000;
@@ -19,6 +19,7 @@ struct RawRateLimit {
     per_s: u64,
     burst: Option<u64>,
     max_keys: Option<u64>,
+    count: Option<String>,
 }
 pub fn parse(at: &str, value: &Value) -> Result<RateLimit, ConfigError> {
     let raw: RawRateLimit = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -40,13 +41,33 @@ pub fn parse(at: &str, value: &Value) -> Result<RateLimit, ConfigError> {
     within(at, "per_s", raw.per_s, MAX_PERIOD_S)?;
     within(at, "burst", burst, MAX_REQUESTS)?;
     within(at, "max_keys", max_keys, MAX_MAX_KEYS)?;
+    let count = count(at, raw.count.as_deref(), &key)?;
     Ok(RateLimit {
         key,
         requests: raw.requests,
         per_s: raw.per_s,
         burst,
         max_keys,
+        count,
     })
+}
+
+/// `count`; failures are counted under a key known before the token is verified, since a
+/// throttled request is refused before that (a claim of a refused token is the sender's
+/// choice).
+fn count(at: &str, raw: Option<&str>, key: &LimitKey) -> Result<Count, ConfigError> {
+    match raw {
+        None | Some("all") => Ok(Count::All),
+        Some("denied") if matches!(key, LimitKey::Claim(_)) => err(
+            format!("{at}.count"),
+            "\"denied\" needs a key known before the token is verified: ip, header:NAME or route",
+        ),
+        Some("denied") => Ok(Count::Denied),
+        Some(other) => err(
+            format!("{at}.count"),
+            format!("{other:?} is not one of \"all\", \"denied\""),
+        ),
+    }
 }
 
 fn limit_key(field: &str, key: &str) -> Result<LimitKey, ConfigError> {
@@ -160,6 +181,35 @@ mod tests {
             let e = parse("r", &value).unwrap_err();
             assert_eq!(e.field, field, "{value}: {e}");
         }
+    }
+
+    #[test]
+    fn count_defaults_to_all_and_denied_needs_a_key_known_before_the_token() {
+        let r = |v: Value| parse("rules[3].rate_limits[1]", &v);
+        let l = r(json!({"key": "ip", "requests": 5, "per_s": 60})).unwrap();
+        assert_eq!(l.count, Count::All);
+        for key in ["ip", "route", "header:x-api-key"] {
+            let l = r(json!({"key": key, "requests": 5, "per_s": 60, "count": "denied"})).unwrap();
+            assert_eq!(l.count, Count::Denied, "{key}");
+        }
+        let l = r(json!({"key": "ip", "requests": 5, "per_s": 60, "count": "all"})).unwrap();
+        assert_eq!(l.count, Count::All);
+        for (count, problem) in [
+            (json!("failures"), "not one of"),
+            (json!("DENIED"), "not one of"),
+            (json!(""), "not one of"),
+        ] {
+            let e =
+                r(json!({"key": "ip", "requests": 5, "per_s": 60, "count": count})).unwrap_err();
+            assert_eq!(e.field, "rules[3].rate_limits[1].count");
+            assert!(e.problem.contains(problem), "{e}");
+        }
+        let e = r(json!({"key": "ip", "requests": 5, "per_s": 60, "count": 1})).unwrap_err();
+        assert_eq!(e.field, "rules[3].rate_limits[1].count");
+        let e = r(json!({"key": "claim:sub", "requests": 5, "per_s": 60, "count": "denied"}))
+            .unwrap_err();
+        assert_eq!(e.field, "rules[3].rate_limits[1].count");
+        assert!(e.problem.contains("before the token is verified"), "{e}");
     }
 
     #[test]

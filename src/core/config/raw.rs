@@ -17,6 +17,13 @@ pub struct RawConfig {
     pub path_parameters: Option<String>,
     pub signature_backend: Option<String>,
     pub token_cache_entries: Option<usize>,
+    pub client_ip: Option<RawClientIp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientIp {
+    pub xff_trusted_hops: u32,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +86,14 @@ pub struct RawRule {
     pub claims: Vec<RawClaim>,
     #[serde(default)]
     pub rate_limits: Vec<Value>,
+    pub ip: Option<RawIp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIp {
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -1,14 +1,17 @@
-//! Compiling one rule: its match, `auth`, providers, scopes, claim requirements and rate
-//! limits. A rule refers to providers by name; they are resolved to indexes here.
+//! Compiling one rule: its match, `auth`, providers, scopes, claim requirements, rate limits
+//! and client address ranges. A rule refers to providers by name; they are resolved to indexes here.
 
 use crate::core::config::error::{err, ConfigError};
 use crate::core::config::matching::compile_match;
 use crate::core::config::model::{Auth, Provider, Rule};
 use crate::core::config::rate_limit;
-use crate::core::config::raw::{RawClaim, RawRule, RawScopes};
+use crate::core::config::raw::{RawClaim, RawIp, RawRule, RawScopes};
 use crate::core::policy::requirements::{ClaimCheck, ClaimRequirement, Scopes};
+use crate::core::ratelimit::limits::{Count, RateLimit};
+use crate::core::request::cidr::{Cidr, IpList};
 use crate::core::request::extract::Source;
 use crate::core::token::claim_path::ClaimPath;
+use serde_json::Value;
 
 pub fn compile_rule(
     index: usize,
@@ -46,10 +49,8 @@ pub fn compile_rule(
             "\"none\" cannot be combined with scopes or claims",
         );
     }
-    let mut rate_limits = Vec::with_capacity(r.rate_limits.len());
-    for (i, v) in r.rate_limits.iter().enumerate() {
-        rate_limits.push(rate_limit::parse(&format!("{at}.rate_limits[{i}]"), v)?);
-    }
+    let rate_limits = rate_limits(&at, &r.rate_limits, auth)?;
+    let ip = ip_list(&format!("{at}.ip"), r.ip)?;
     Ok(Rule {
         matcher,
         auth,
@@ -58,7 +59,65 @@ pub fn compile_rule(
         scopes,
         claims,
         rate_limits,
+        ip,
     })
+}
+
+fn rate_limits(at: &str, raw: &[Value], auth: Auth) -> Result<Vec<RateLimit>, ConfigError> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, v) in raw.iter().enumerate() {
+        let field = format!("{at}.rate_limits[{i}]");
+        let limit = rate_limit::parse(&field, v)?;
+        if limit.count == Count::Denied && auth == Auth::None {
+            // Such a limit would never count anything: say so rather than protect nothing.
+            return err(
+                format!("{field}.count"),
+                "\"denied\" counts failed authentication, which a rule with auth \"none\" never has",
+            );
+        }
+        out.push(limit);
+    }
+    Ok(out)
+}
+
+/// At most this many ranges in one `allow` or `deny` list (each request scans them).
+pub const MAX_IP_RANGES: usize = 1024;
+
+/// `ip`: `allow` and/or `deny`, each a non-empty list of ranges.
+fn ip_list(at: &str, raw: Option<RawIp>) -> Result<Option<IpList>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    if raw.allow.is_none() && raw.deny.is_none() {
+        return err(at, "needs \"allow\" or \"deny\"");
+    }
+    let ranges = |name: &str, list: Option<Vec<String>>| -> Result<Vec<Cidr>, ConfigError> {
+        let list = list.unwrap_or_default();
+        if list.len() > MAX_IP_RANGES {
+            return err(
+                format!("{at}.{name}"),
+                format!("at most {MAX_IP_RANGES} ranges"),
+            );
+        }
+        list.iter()
+            .enumerate()
+            .map(|(i, text)| {
+                Cidr::parse(text).map_err(|problem| ConfigError {
+                    field: format!("{at}.{name}[{i}]"),
+                    problem,
+                })
+            })
+            .collect()
+    };
+    for (name, list) in [("allow", &raw.allow), ("deny", &raw.deny)] {
+        if list.as_ref().is_some_and(Vec::is_empty) {
+            return err(format!("{at}.{name}"), "must not be empty");
+        }
+    }
+    Ok(Some(IpList {
+        allow: ranges("allow", raw.allow)?,
+        deny: ranges("deny", raw.deny)?,
+    }))
 }
 
 /// Provider names to indexes; all providers when the rule names none.

@@ -76,14 +76,18 @@ pub fn charge_limits(
 }
 
 /// The key a rate limit counts this request under; absent keys count as the empty key.
-fn limit_key(key: &LimitKey, claims: Option<&Map<String, Value>>, req: &Request<'_>) -> String {
+pub(super) fn limit_key(
+    key: &LimitKey,
+    claims: Option<&Map<String, Value>>,
+    req: &Request<'_>,
+) -> String {
     match key {
         LimitKey::Claim(path) => claims
             .and_then(|c| path.lookup(c))
             .and_then(forward::header_value)
             .unwrap_or_default(),
         LimitKey::Header(name) => req.header(name).unwrap_or_default().to_owned(),
-        LimitKey::Ip => req.client_ip.unwrap_or_default().to_owned(),
+        LimitKey::Ip => req.client_ip.map(|a| a.to_string()).unwrap_or_default(),
         LimitKey::Route => String::new(),
     }
 }

@@ -1,6 +1,7 @@
 //! The decision for one request: the pipeline of stages, what it decides, and the responses.
 //! May import every folder but `gate`; only `gate`, the shell and the CLI import it.
 
+pub mod abuse;
 pub mod authenticate;
 pub mod authorize;
 pub mod env;

@@ -7,10 +7,12 @@ use std::borrow::Cow;
 
 use crate::core::config::model::{Auth, Config, Rule};
 use crate::core::denial::{Denial, Reason};
+use crate::core::request::client_address;
 use crate::core::request::matcher::Params;
 use crate::core::request::path::{self, RequestPath};
 use crate::core::request::view::Request;
 
+use super::abuse;
 use super::authenticate::authenticate;
 use super::authorize::{self, Limits};
 use super::env::{Env, Incoming};
@@ -28,7 +30,11 @@ pub fn decide(env: &mut Env<'_>, incoming: &Incoming<'_>) -> Decision {
         path: &normalized.path,
         query: normalized.query,
         headers: incoming.headers,
-        client_ip: incoming.client_ip,
+        client_ip: client_address::choose(
+            incoming.client_ip,
+            incoming.headers,
+            env.config.xff_trusted_hops,
+        ),
     };
     let mut d = Decision::new(Outcome::Allow);
     strip_protected(env.config, &req, &mut d.ops);
@@ -38,7 +44,7 @@ pub fn decide(env: &mut Env<'_>, incoming: &Incoming<'_>) -> Decision {
     } else {
         match apply_rule(env, &req, &mut d) {
             Ok(query) => new_query = query,
-            Err(halt) => return halted(d, halt),
+            Err(halt) => return abuse::count_failure(env, &req, halted(d, halt)),
         }
     }
     d.path = upstream_path(&normalized, new_query);
@@ -91,6 +97,7 @@ fn apply_rule<'c>(
     let selected = select_rule(cfg, req);
     let rule = selected.rule;
     d.rule = selected.index;
+    abuse::screen(env, rule, selected.index, req, d)?;
     let identity = match rule.auth {
         Auth::None => None,
         Auth::Required | Auth::Optional => authenticate(env, rule, req, d)?,

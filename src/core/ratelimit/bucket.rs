@@ -94,7 +94,7 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ratelimit::limits::{LimitKey, DEFAULT_MAX_KEYS};
+    use crate::core::ratelimit::limits::{Count, LimitKey, DEFAULT_MAX_KEYS};
 
     fn params(requests: u64, per_s: u64, burst: u64) -> Params {
         Params::new(&RateLimit {
@@ -103,6 +103,7 @@ mod tests {
             per_s,
             burst,
             max_keys: DEFAULT_MAX_KEYS,
+            count: Count::All,
         })
     }
 

@@ -22,7 +22,7 @@ pub use crate::core::ratelimit::hash_key::{
 pub use crate::core::ratelimit::record::{buckets_in_use, ensure_records};
 
 use crate::core::ratelimit::bucket::{Bucket, Params};
-use crate::core::ratelimit::limits::RateLimit;
+use crate::core::ratelimit::limits::{Count, RateLimit};
 use crate::core::ratelimit::record::{
     count_used, group_count, group_key, overflow_key, used_key, Group, GROUP_SLOTS, OVERFLOW_HASH,
 };
@@ -57,8 +57,14 @@ pub struct Meter<'a> {
     pub now_ms: u64,
 }
 
-/// Charges one token from each limit's bucket for `key_values[i]` (a missing entry is the
-/// empty key). All limits must admit; when one refuses, the tokens already taken from the
+/// Charges the limits that count every request (`"count": "all"`); see [`admit_counted`].
+pub fn admit(meter: &Meter<'_>, limits: &[RateLimit], key_values: &[&str]) -> Verdict {
+    admit_counted(meter, limits, key_values, Count::All)
+}
+
+/// Charges one token from the bucket of each limit that counts `count` for `key_values[i]` (a
+/// missing entry is the empty key); the other limits are skipped, keeping their indexes. All
+/// charged limits must admit; when one refuses, the tokens already taken from the
 /// earlier ones are put back (capped at `burst`). Between the take and the refund another
 /// request for the same key may see one token fewer and be limited: the window errs strict,
 /// never admitting more than the buckets hold.
@@ -70,10 +76,18 @@ pub struct Meter<'a> {
 /// unlimited. A key that later gets a slot starts it full (seeding it from the overflow level
 /// would refuse every new key whenever one group overflowed), so across all keys the excess
 /// over per-key limits is at most what the one overflow bucket admits.
-pub fn admit(meter: &Meter<'_>, limits: &[RateLimit], key_values: &[&str]) -> Verdict {
+pub(super) fn admit_counted(
+    meter: &Meter<'_>,
+    limits: &[RateLimit],
+    key_values: &[&str],
+    count: Count,
+) -> Verdict {
     let mut held: Vec<(Params, Held)> = Vec::with_capacity(limits.len());
     let mut most: Option<LimitState> = None;
     for (i, limit) in limits.iter().enumerate() {
+        if limit.count != count {
+            continue;
+        }
         let key_value = key_values.get(i).copied().unwrap_or("");
         let params = Params::new(limit);
         let hash = meter.hasher.hash(key_value.as_bytes());
@@ -196,6 +210,54 @@ impl Meter<'_> {
             Some(Step::Limited(t)) => t,
             _ => limited(p, 0),
         }
+    }
+
+    /// Whether limit `index` would refuse the key of hash `hash` now, without taking anything:
+    /// its own bucket holds less than a token, or it has none, its group has no slot for one
+    /// and the overflow bucket is empty. A record not created yet holds only full buckets.
+    pub(super) fn peek(&self, index: usize, limit: &RateLimit, hash: u64) -> Option<Verdict> {
+        let p = Params::new(limit);
+        let groups = group_count(limit.max_keys);
+        let probe = Probe {
+            slots: GROUP_SLOTS,
+            home: usize::try_from((hash / groups) % GROUP_SLOTS as u64).unwrap_or(0),
+            hash,
+        };
+        let step = match self.peek_group(&group_key(self.rule, index, hash % groups), probe, &p) {
+            Err(Step::NoSlot) => {
+                let overflow = Probe {
+                    slots: 1,
+                    home: 0,
+                    hash: OVERFLOW_HASH,
+                };
+                self.peek_group(&overflow_key(self.rule, index), overflow, &p)
+            }
+            other => other,
+        };
+        match step {
+            Ok(tokens) if tokens >= p.unit => None,
+            Ok(tokens) => Some(Verdict::Limited {
+                state: p.state(tokens),
+                retry_after_s: p.retry_after_s(tokens),
+            }),
+            Err(Step::Limited(Taken::Limited {
+                state,
+                retry_after_s,
+            })) => Some(Verdict::Limited {
+                state,
+                retry_after_s,
+            }),
+            Err(_) => None,
+        }
+    }
+
+    /// The tokens the key's bucket in one group value would hold now (a claimed slot is full).
+    fn peek_group(&self, key: &str, probe: Probe, p: &Params) -> Result<u128, Step> {
+        let (Some(bytes), _) = self.store.get(key) else {
+            return Err(Step::Absent);
+        };
+        let g = Group::load(&bytes, probe.slots, p);
+        find_bucket(&g, probe, p, self.now_ms).map(|found| found.bucket.tokens)
     }
 
     /// One CAS read-modify-write of a group; `None` when the store failed or stayed contended.
@@ -369,6 +431,7 @@ mod tests {
             per_s,
             burst,
             max_keys: DEFAULT_MAX_KEYS,
+            count: Count::All,
         }
     }
 

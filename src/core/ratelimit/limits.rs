@@ -12,6 +12,16 @@ pub enum LimitKey {
     Route,
 }
 
+/// Which requests take a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// Every request of the rule that reaches the rate-limit stage (`"count": "all"`).
+    All,
+    /// Only requests that end in 401, and while the bucket is empty every request of the key
+    /// is refused before any token work (`"count": "denied"`, failure throttling).
+    Denied,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
     pub key: LimitKey,
@@ -21,6 +31,7 @@ pub struct RateLimit {
     /// Distinct key values tracked per limit; past it requests share one strict overflow
     /// bucket (see `ratelimit`), so a key flood cannot grow shared memory.
     pub max_keys: u64,
+    pub count: Count,
 }
 
 pub const DEFAULT_MAX_KEYS: u64 = 10_000;

@@ -1,5 +1,7 @@
 //! What the core sees of an HTTP request: borrowed views, so the shell fills it without copies.
 
+use std::net::IpAddr;
+
 /// Request headers as the host hands them over: lower-case names, in arrival order.
 pub type Headers = [(String, String)];
 
@@ -10,8 +12,8 @@ pub struct Request<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a Headers,
-    /// The downstream address without its port, when a rate limit keys on it.
-    pub client_ip: Option<&'a str>,
+    /// The client address (see `client_address`), when an `ip` rule or key needs it.
+    pub client_ip: Option<IpAddr>,
 }
 
 impl<'a> Request<'a> {
