@@ -17,7 +17,8 @@ WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals
 PYTEST_ARGS ?=
 
 .PHONY: all setup rust-setup build build-tools cli run test test-unit test-integration \
-        fmt lint compose-config clean distclean bench bench-memory
+        fmt lint compose-config compose-render compose-test images oci clean distclean \
+        bench bench-memory
 
 all: build
 
@@ -98,8 +99,26 @@ lint: rust-setup
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) -p okta-jwt-filter -- -D warnings
 
+## compose-config: docker-compose.yml is valid and docker/envoy.yaml is current
 compose-config:
-	docker-compose config -q
+	docker/compose.sh config
+
+## compose-render: regenerate docker/envoy.yaml (commit it) after an envoy/*.tmpl change
+compose-render:
+	$(PYTHON3) docker/render_compose.py
+
+## images: the compose stack's images from local build outputs, no registry (docs/compose.md)
+images: setup build-tools
+	docker/compose.sh images
+
+## compose-test: the stack in containers: images, up, the basic scenarios from the tests
+## service, the compose-only scenarios from the host, teardown (docs/compose.md)
+compose-test: setup build build-tools
+	WASM=$(WASM) docker/compose.sh test
+
+## oci: the filter as a one-layer Wasm OCI image (Istio, Envoy Gateway); prints its sha256
+oci: setup build
+	WASM=$(WASM) docker/compose.sh oci
 
 clean:
 	$(CARGO) clean
