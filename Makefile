@@ -59,7 +59,7 @@ build-tools:
 	$(CARGO) build --release -p mock-idp
 
 ## run: the demo stack on ports 10000 (Envoy), 9901 (admin), 8080 (IdP), 8081 (upstream)
-run: setup build build-tools
+run: setup build build-tools cli
 	$(PY) demo/stack.py
 
 ## test: unit tests, then the integration suite

@@ -7,6 +7,7 @@ Ports (environment): ENVOY_PORT 10000, ADMIN_PORT 9901, IDP_PORT 8080, UPSTREAM_
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 import harness  # noqa: E402  (the processes and readiness waits the integration suite uses)
+from idp_client import IdpClient  # noqa: E402
 
 
 def _port(name: str, default: int) -> int:
@@ -30,7 +32,17 @@ def _commented(command: str, comment: str) -> str:
     return f"  {command:<72} # {comment}"
 
 
-def usage(stack: harness.Stack) -> str:
+def explain_files(stack: harness.Stack, workdir: Path) -> tuple[Path, Path]:
+    """The demo's filter configuration and the IdP's key set, for `okta-jwt explain`."""
+    config = workdir / "filter.json"
+    template = (REPO / "envoy" / "filter.json.tmpl").read_text()
+    config.write_text(template.replace("${IDP_URL}", stack.idp_url))
+    keys = workdir / "keys.json"
+    keys.write_text(json.dumps(IdpClient(stack.idp_url).keys()))
+    return config, keys
+
+
+def usage(stack: harness.Stack, config: Path, keys: Path) -> str:
     token_url = f"{stack.idp_url}/oauth2/default/v1/token"
     api = f"{stack.envoy_url}/api/orders"
     return f"""
@@ -49,6 +61,10 @@ Try it:
 {_commented(f'curl -i -H "Authorization: Bearer $TOKEN" {api}', "200: has orders:read")}
 {_commented(f'curl -i -X POST -H "Authorization: Bearer $TOKEN" {api}', "403: needs orders:write")}
 {_commented(f"curl -i {api}", "401: no token")}
+
+  # why the 403? the filter's own decision, offline (make cli builds okta-jwt)
+  target/release/okta-jwt explain --config {config} --jwks {keys} \\
+      --token "$TOKEN" --method POST --path /api/orders
 
 Ctrl-C stops everything.
 """
@@ -73,7 +89,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        print(usage(stack), flush=True)
+        print(usage(stack, *explain_files(stack, workdir)), flush=True)
         while not stop:
             for proc in stack.processes.values():
                 if not proc.alive:

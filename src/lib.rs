@@ -5,5 +5,9 @@
 
 pub mod core;
 
+/// The `okta-jwt` command-line tool, on the same core (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
+
 #[cfg(target_arch = "wasm32")]
 mod shell;

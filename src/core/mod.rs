@@ -16,4 +16,4 @@ pub mod store;
 pub mod token;
 
 #[cfg(test)]
-mod test_keys;
+pub(crate) mod test_keys;

@@ -56,10 +56,19 @@ fn run_one(plugin: &Plugin, action: Action) -> Vec<Action> {
             }
             return dispatch(plugin, provider, &request);
         }
-        Action::Fetched { provider, outcome } => report(plugin, provider, &outcome),
+        Action::Fetched {
+            provider,
+            outcome,
+            class,
+        } => {
+            plugin.metrics.fetch_outcome(provider, class);
+            report(plugin, provider, &outcome);
+        }
         Action::KeyGauges(gauges) => {
             for g in gauges {
-                plugin.metrics.key_set(g.provider, g.keys, g.age_s);
+                plugin
+                    .metrics
+                    .key_set(g.provider, g.keys, g.age_s, g.stale_in_s);
             }
         }
         Action::BucketGauges(gauges) => {

@@ -5,7 +5,7 @@ use proxy_wasm::types::MapType;
 
 use crate::core::decision::env::SavedRequest;
 use crate::core::decision::outcome::{Decision, HeaderOp, Outcome};
-use crate::core::decision::response;
+use crate::core::decision::{log, response};
 
 use super::plugin::Plugin;
 
@@ -43,6 +43,9 @@ pub fn apply(plugin: &Plugin, context_id: u32, d: &Decision, req: &SavedRequest)
                 plugin.rate_headers.borrow_mut().insert(context_id, state);
             }
             plugin.metrics.allowed();
+            if plugin.config.log.allowed {
+                log_decision(plugin, d, req, 200);
+            }
             Applied::Continue
         }
         Outcome::Deny { .. } | Outcome::Wait { .. } => {
@@ -71,22 +74,31 @@ fn deny(plugin: &Plugin, d: &Decision, req: &SavedRequest) {
         let _ = hostcalls::reset_http_request();
     }
     plugin.metrics.denied(reason);
-    // Debug formatting quotes and escapes values, so a crafted sub cannot forge log lines.
-    // Identity from a token refused before its signature was checked is only claimed.
-    let identity = if d.identity_verified {
-        ""
-    } else {
-        " identity=unverified"
+    log_decision(plugin, d, req, r.status);
+}
+
+/// The decision log line: always for a denial, for an allowed request when `log.allowed`.
+pub fn log_decision(plugin: &Plugin, d: &Decision, req: &SavedRequest, status: u32) {
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     };
-    log::info!(
-        "denied status={} reason={} detail={:?} rule={} provider={} sub={:?} cid={:?}{identity} request_id={:?}",
-        r.status,
-        reason.as_str(),
-        d.detail,
-        d.rule.map_or("-".to_string(), |r| r.to_string()),
-        plugin.provider_name(d.provider),
-        d.sub.as_deref().unwrap_or("-"),
-        d.cid.as_deref().unwrap_or("-"),
-        req.request_id().unwrap_or("-"),
-    );
+    let ctx = log::Context {
+        status,
+        reason: match &d.outcome {
+            Outcome::Deny { reason, .. } => Some(*reason),
+            _ => None,
+        },
+        provider: d
+            .provider
+            .and_then(|p| plugin.config.providers.get(p))
+            .map(|p| p.name.as_str()),
+        method: &req.method,
+        path: &req.path,
+        request_id: header("x-request-id"),
+        traceparent: header("traceparent"),
+    };
+    ::log::info!("{}", log::line(d, &ctx));
 }

@@ -17,7 +17,7 @@ use crate::core::request::view as request;
 
 use super::apply::{self, Applied};
 use super::plugin::Plugin;
-use super::root::now_ms;
+use super::root::now_us;
 
 pub struct Http {
     pub context_id: u32,
@@ -88,11 +88,16 @@ impl HttpContext for Http {
             apply::apply(&self.plugin, self.context_id, &d, &SavedRequest::default());
             return Action::Pause;
         };
-        let handled = self
-            .plugin
-            .gate
-            .borrow_mut()
-            .on_request(self.context_id, req, now_ms());
+        let started = now_us();
+        let handled =
+            self.plugin
+                .gate
+                .borrow_mut()
+                .on_request(self.context_id, req, started / 1000);
+        if let Handled::Decided(..) = handled {
+            let spent = now_us().saturating_sub(started);
+            self.plugin.metrics.decision_time(spent);
+        }
         match handled {
             Handled::Parked => Action::Pause,
             Handled::Decided(d, req) => {

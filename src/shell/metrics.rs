@@ -14,7 +14,20 @@ struct ProviderStats {
     refetch_unknown_kid: Option<u32>,
     keys: Option<u32>,
     age_s: Option<u32>,
+    stale_in_s: Option<u32>,
+    /// Fetch ends by class, in the order of `FETCH_CLASSES`.
+    outcomes: Vec<Option<u32>>,
 }
+
+/// The classes of `gate::fetching::fetch_class`, and `not_dispatched`.
+const FETCH_CLASSES: [&str; 6] = [
+    "ok",
+    "status_4xx",
+    "status_5xx",
+    "transport",
+    "invalid_body",
+    "not_dispatched",
+];
 
 /// Stats of one rule's rate limits.
 struct RuleStats {
@@ -26,6 +39,8 @@ struct RuleStats {
 
 pub struct Metrics {
     allowed: Option<u32>,
+    /// Microseconds spent deciding a request that was not parked.
+    decision_time_us: Option<u32>,
     rules: Vec<RuleStats>,
     cache_hit: Option<u32>,
     cache_miss: Option<u32>,
@@ -60,6 +75,7 @@ impl Metrics {
         let gauge = |name: String| define(MetricType::Gauge, &name);
         Metrics {
             allowed: counter("okta_jwt_allowed".into()),
+            decision_time_us: define(MetricType::Histogram, "okta_jwt_decision_time_us"),
             rules: limits_per_rule
                 .iter()
                 .enumerate()
@@ -91,6 +107,11 @@ impl Metrics {
                     refetch_unknown_kid: counter(format!("okta_jwt_jwks_refetch_unknown_kid_{p}")),
                     keys: gauge(format!("okta_jwt_jwks_keys_{p}")),
                     age_s: gauge(format!("okta_jwt_jwks_age_s_{p}")),
+                    stale_in_s: gauge(format!("okta_jwt_jwks_stale_in_s_{p}")),
+                    outcomes: FETCH_CLASSES
+                        .iter()
+                        .map(|c| counter(format!("okta_jwt_jwks_fetch_outcome_{c}_{p}")))
+                        .collect(),
                 })
                 .collect(),
         }
@@ -147,10 +168,23 @@ impl Metrics {
         }
     }
 
-    pub fn key_set(&self, provider: usize, keys: u64, age_s: u64) {
+    pub fn key_set(&self, provider: usize, keys: u64, age_s: u64, stale_in_s: u64) {
         if let Some(p) = self.providers.get(provider) {
             record(p.keys, keys);
             record(p.age_s, age_s);
+            record(p.stale_in_s, stale_in_s);
         }
+    }
+
+    pub fn fetch_outcome(&self, provider: usize, class: &str) {
+        let id = self.providers.get(provider).and_then(|p| {
+            let i = FETCH_CLASSES.iter().position(|c| *c == class)?;
+            p.outcomes.get(i).copied().flatten()
+        });
+        bump(id);
+    }
+
+    pub fn decision_time(&self, micros: u64) {
+        record(self.decision_time_us, micros);
     }
 }

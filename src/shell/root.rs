@@ -32,10 +32,16 @@ use super::shared_data::HostStore;
 const TICK: Duration = Duration::from_millis(50);
 
 pub fn now_ms() -> u64 {
+    now_us() / 1000
+}
+
+/// The host's clock in microseconds (Envoy gives nanoseconds), for the decision-time
+/// histogram.
+pub fn now_us() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 pub struct Root {

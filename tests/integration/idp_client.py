@@ -9,6 +9,11 @@ import json
 import requests
 
 
+# Every token minted in this test session: test_zz_no_token_in_logs.py looks for each in
+# every Envoy log the suite wrote.
+MINTED: set[str] = set()
+
+
 class IdpClient:
     """One mock IdP, at `url` (the URL its issuers are built from)."""
 
@@ -34,7 +39,9 @@ class IdpClient:
                            ("signing_key", signing_key)):
             if value is not None:
                 body[key] = value
-        return self.control("mint", body)["token"]
+        token = self.control("mint", body)["token"]
+        MINTED.add(token)
+        return token
 
     def counts(self) -> dict[str, int]:
         """Requests served so far, by "METHOD /path"."""

@@ -291,7 +291,7 @@ def test_markdown_json_example(where, info, body, okta_jwt):
         value = json.loads(body)
     except json.JSONDecodeError as e:
         pytest.fail(f"{where}: not JSON: {e}")
-    if info == "body":
+    if info in ("body", "log"):  # a response body, a decision log line: JSON, not a config
         return
     if info == "":
         assert_accepted_by_both(value, okta_jwt, where)
@@ -514,7 +514,9 @@ VARIATIONS: list[tuple[list, Any, Any]] = [
     (R1 + ["rate_limits", 0], {"key": "ip", "requests": 5, "per_s": 60, "count": "denied"}, True),
     (R1 + ["rate_limits", 0, "count"], "failed", False),
     # contract fields this release does not implement: refused by both
-    (["log"], {"allowed": True}, False),
+    (["log"], {"allowed": True}, True), (["log"], {"claims": ["groups", "org.tier"]}, True),
+    (["log"], {}, True), (["log"], {"allowed": "yes"}, False), (["log"], {"claims": [""]}, False),
+    (["log"], {"level": "debug"}, False), (["log"], {"claims": ["c"] * 17}, False),
     (P + ["dpop"], "allowed", False), (P + ["dpop_algorithms"], ["ES256"], False),
     (P + ["dpop_max_age_s"], 300, False), (P + ["dpop_origin"], "https://api.example", False),
     (P + ["mtls_binding"], "required", False),

@@ -1,5 +1,6 @@
 """Observability: counters in Envoy's admin stats, and the denial log line."""
 
+import json
 import re
 
 import pytest
@@ -58,13 +59,17 @@ def test_denial_is_logged_once_with_reason_and_request_id_never_the_token(envoy,
     assert len(lines) == 1, lines
     line = lines[0]
     assert "[info]" in line, line
-    # Envoy writes "wasm log <plugin> <root_id> <vm_id>: <message>".
-    message = line.partition("wasm log ")[2].partition(": ")[2] or line
-    assert re.search(r"expir", message, re.I), f"no reason in: {line}"
-    assert re.search(r"\bokta\b", message), f"no provider in: {line}"
+    # Envoy writes "wasm log <plugin> <root_id> <vm_id>: <message>"; the message is one JSON
+    # object (SPEC "Observability").
+    message = json.loads(line[line.index("{", line.index("wasm log ")):])
+    assert message["decision"] == "deny" and message["status"] == 401, line
+    assert message["reason"] == "expired", f"no reason in: {line}"
+    assert message["provider"] == "okta", f"no provider in: {line}"
+    assert message["request_id"] == request_id and message["method"] == "GET", line
+    assert message["path"] == ORDERS.split("?")[0] and message["alg"] == "RS256", line
     # Claims are checked before the signature, so the sub is only what the token claims.
-    assert f'sub="{sub}"' in message, f"no sub in: {line}"
-    assert "identity=unverified" in message, f"sub not marked as only claimed in: {line}"
+    assert message["sub"] == sub, f"no sub in: {line}"
+    assert message["identity"] == "unverified", f"sub not marked as only claimed in: {line}"
 
 
 @pytest.mark.local_only

@@ -2,19 +2,24 @@
 //! shapes the request path uses. Every error names the field it is about.
 
 use crate::core::config::error::{err, ConfigError};
-use crate::core::config::model::{Auth, Config, Provider, Rule, SignatureBackend};
+use crate::core::config::model::{Auth, Config, LogConfig, Provider, Rule, SignatureBackend};
 use crate::core::config::provider::compile_provider;
-use crate::core::config::raw::{RawClientIp, RawConfig};
+use crate::core::config::raw::{RawClientIp, RawConfig, RawLog};
 use crate::core::config::rule::{compile_rule, sources_of};
 use crate::core::policy::requirements::Scopes;
 use crate::core::request::matcher::Match;
 use crate::core::request::path::PathParameters;
 use crate::core::token::cache as token_cache;
+use crate::core::token::claim_path::ClaimPath;
 
 /// A configuration larger than this is refused before parsing.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
 pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+    compile(deserialize(json)?)
+}
+
+fn deserialize(json: &[u8]) -> Result<RawConfig, ConfigError> {
     if json.len() > MAX_CONFIG_BYTES {
         return err(
             "",
@@ -22,31 +27,66 @@ pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
         );
     }
     let de = &mut serde_json::Deserializer::from_slice(json);
-    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         ConfigError {
             field: if path == "." { String::new() } else { path },
             problem: e.into_inner().to_string(),
         }
-    })?;
-    compile(raw)
+    })
+}
+
+/// Like `parse`, but reports the first error of each provider, each rule and the top level,
+/// for `okta-jwt validate`.
+pub fn parse_all(json: &[u8]) -> Result<Config, Vec<ConfigError>> {
+    let raw = deserialize(json).map_err(|e| vec![e])?;
+    compile_all(raw)
 }
 
 fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+    compile_all(raw).map_err(|mut errors| errors.remove(0))
+}
+
+fn compile_all(mut raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Vec::new();
     if raw.providers.is_empty() {
-        return err("providers", "at least one provider is required");
+        errors.push(ConfigError {
+            field: "providers".into(),
+            problem: "at least one provider is required".into(),
+        });
     }
+    let names: Vec<String> = raw.providers.keys().cloned().collect();
     let mut providers = Vec::with_capacity(raw.providers.len());
-    for (name, p) in raw.providers {
-        providers.push(compile_provider(name, p)?);
+    for (name, p) in std::mem::take(&mut raw.providers) {
+        compile_provider(name, p).map_or_else(|e| errors.push(e), |p| providers.push(p));
     }
-    let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut rules = Vec::with_capacity(raw.rules.len());
-    for (i, r) in raw.rules.into_iter().enumerate() {
-        let mut rule = compile_rule(i, r, &names)?;
-        rule.sources = sources_of(&providers, &rule.providers);
-        rules.push(rule);
+    for (i, r) in std::mem::take(&mut raw.rules).into_iter().enumerate() {
+        match compile_rule(i, r, &names) {
+            Ok(mut rule) => {
+                rule.sources = sources_of(&providers, &rule.providers);
+                rules.push(rule);
+            }
+            Err(e) => errors.push(e),
+        }
     }
+    match (top_level(raw, providers, rules), errors.is_empty()) {
+        (Ok(config), true) => Ok(config),
+        (Ok(_), false) => Err(errors),
+        (Err(e), _) => {
+            errors.push(e);
+            Err(errors)
+        }
+    }
+}
+
+/// The top-level fields, around the compiled providers and rules.
+fn top_level(
+    raw: RawConfig,
+    providers: Vec<Provider>,
+    rules: Vec<Rule>,
+) -> Result<Config, ConfigError> {
     if let Some(realm) = &raw.realm {
         if realm.is_empty()
             || !realm
@@ -67,9 +107,34 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         realm: raw.realm,
         bypass_cors_preflight: raw.bypass_cors_preflight.unwrap_or(true),
         path_parameters: path_parameters(raw.path_parameters.as_deref())?,
+        log: log_config(raw.log)?,
         signature_backend: signature_backend(raw.signature_backend.as_deref())?,
         token_cache_entries: token_cache_entries(raw.token_cache_entries)?,
         xff_trusted_hops: client_ip(raw.client_ip)?,
+    })
+}
+
+/// At most this many claims in each decision log line.
+const MAX_LOG_CLAIMS: usize = 16;
+
+fn log_config(raw: Option<RawLog>) -> Result<LogConfig, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(LogConfig::default());
+    };
+    let names = raw.claims.unwrap_or_default();
+    if names.len() > MAX_LOG_CLAIMS {
+        return err("log.claims", format!("at most {MAX_LOG_CLAIMS} claims"));
+    }
+    let mut claims = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        claims.push(ClaimPath::parse(name).map_err(|problem| ConfigError {
+            field: format!("log.claims[{i}]"),
+            problem,
+        })?);
+    }
+    Ok(LogConfig {
+        allowed: raw.allowed.unwrap_or(false),
+        claims,
     })
 }
 

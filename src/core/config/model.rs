@@ -70,6 +70,14 @@ pub enum SignatureBackend {
     Pure,
 }
 
+/// Top-level `log`: which decisions get a log line, and which claims it names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    /// Allowed requests get a line too (denials always do).
+    pub allowed: bool,
+    pub claims: Vec<ClaimPath>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub providers: Vec<Provider>,
@@ -78,6 +86,8 @@ pub struct Config {
     pub bypass_cors_preflight: bool,
     /// What to do with `;` parameters in path segments.
     pub path_parameters: PathParameters,
+    /// The decision log's options.
+    pub log: LogConfig,
     pub signature_backend: SignatureBackend,
     /// Verified tokens remembered per VM (0 disables the cache).
     pub token_cache_entries: usize,

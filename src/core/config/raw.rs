@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub realm: Option<String>,
     pub bypass_cors_preflight: Option<bool>,
     pub path_parameters: Option<String>,
+    pub log: Option<RawLog>,
     pub signature_backend: Option<String>,
     pub token_cache_entries: Option<usize>,
     pub client_ip: Option<RawClientIp>,
@@ -131,4 +132,11 @@ pub struct RawClaim {
     pub in_: Option<Vec<Value>>,
     pub contains: Option<Value>,
     pub equals_param: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub allowed: Option<bool>,
+    pub claims: Option<Vec<String>>,
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::core::config::model::{Auth, Config, Rule};
+use crate::core::config::model::{Auth, Config, Provider, Rule};
 use crate::core::denial::{Denial, Reason};
 use crate::core::keys::jwk_set::KeySet;
 use crate::core::keys::state::KeyState;
@@ -32,12 +32,16 @@ pub fn authenticate<'c, 'r>(
     req: &Request<'r>,
     d: &mut Decision,
 ) -> Result<Option<Identity<'c, 'r>>, Halt> {
-    let Some(Extracted { token, source }) = find_token(rule, req)? else {
+    let found = find_token(rule, req);
+    let Some(Extracted { token, source }) = d.step("token", found)? else {
         d.detail = "no token on an optional rule";
         return Ok(None);
     };
     if let Some(hit) = from_cache(env, rule, source, token.as_ref()) {
         d.provider = Some(hit.provider);
+        d.note("token_cache", true, || {
+            Some("verified earlier by this VM".into())
+        });
         return Ok(Some(Identity {
             provider: hit.provider,
             source,
@@ -47,32 +51,24 @@ pub fn authenticate<'c, 'r>(
         }));
     }
     let cfg: &'c Config = env.config;
-    let parsed = jws::parse(&token)?;
-    let provider = choose_provider(cfg, rule, &parsed, source)?;
+    let parsed = d.step("jws", jws::parse(&token))?;
+    d.kid = parsed.kid.clone();
+    d.alg = Some(parsed.alg.as_str());
+    let provider = d.step("provider", choose_provider(cfg, rule, &parsed, source))?;
     d.provider = Some(provider);
     let p = &cfg.providers[provider];
-    if !p.algorithms.contains(parsed.alg) {
-        return Err(Halt::deny(
+    let alg_ok = match p.algorithms.contains(parsed.alg) {
+        true => Ok(()),
+        false => Err(Denial::new(
             Reason::UnsupportedAlg,
             "alg is not in the provider's algorithms",
-        ));
-    }
-    let checked = claims::check(&p.expected(), &parsed.claims, env.now)
-        .and_then(|()| access::check(&parsed, p.require_at_jwt));
-    if let Err(denial) = checked {
-        // Who the token claims to be is still logged, marked as unverified.
-        d.sub = parsed
-            .claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        d.cid = claims::client_id(&parsed.claims).map(str::to_owned);
-        d.identity_verified = false;
-        return Err(denial.into());
-    }
+        )),
+    };
+    d.step("algorithm", alg_ok)?;
+    check_claims(p, &parsed, env.now, d)?;
     let key = {
-        let set = key_set(env, provider)?;
-        verify(env, provider, set, &parsed)?
+        let set = d.step("keys", key_set(env, provider))?;
+        d.step("signature", verify(env, provider, set, &parsed))?
     };
     let claims = Arc::new(parsed.claims);
     if let Some(cache) = env.cache.as_deref_mut() {
@@ -88,6 +84,29 @@ pub fn authenticate<'c, 'r>(
         claims,
         verification: Verification::Signature,
     }))
+}
+
+/// Stages: registered claims, then access tokens only. On failure, who the token claims to
+/// be is still logged, marked as unverified.
+fn check_claims(
+    p: &Provider,
+    parsed: &Token<'_>,
+    now: u64,
+    d: &mut Decision,
+) -> Result<(), Denial> {
+    let checked = d
+        .step("claims", claims::check(&p.expected(), &parsed.claims, now))
+        .and_then(|()| d.step("access_token", access::check(parsed, p.require_at_jwt)));
+    if checked.is_err() {
+        d.sub = parsed
+            .claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        d.cid = claims::client_id(&parsed.claims).map(str::to_owned);
+        d.identity_verified = false;
+    }
+    checked
 }
 
 /// Stage: the one token the rule's sources hold.

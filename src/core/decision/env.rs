@@ -23,6 +23,8 @@ pub struct Env<'a> {
     pub store: Option<&'a dyn SharedStore>,
     /// The fleet's key for placing rate-limit key values in buckets.
     pub limit_hasher: KeyHasher,
+    /// Record every check in `Decision::checks` (for `okta-jwt explain`).
+    pub trace: bool,
 }
 
 /// The request as it arrived, before any normalization.

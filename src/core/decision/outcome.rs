@@ -3,6 +3,8 @@
 use crate::core::denial::{Denial, Reason};
 use crate::core::ratelimit::bucket::LimitState;
 
+use super::trace::Check;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderOp {
     Remove(String),
@@ -50,6 +52,13 @@ pub struct Decision {
     pub rate: Option<LimitState>,
     /// For 429: whole seconds until a token is available.
     pub retry_after_s: Option<u64>,
+    /// The token's `kid` and `alg`, for the decision log, when it was parsed.
+    pub kid: Option<String>,
+    pub alg: Option<&'static str>,
+    /// Values of the claims `log.claims` names, when a token was verified.
+    pub logged_claims: Vec<(String, serde_json::Value)>,
+    /// Every check in order, when tracing (`okta-jwt explain`).
+    pub checks: Option<Vec<Check>>,
 }
 
 impl Decision {
@@ -67,6 +76,10 @@ impl Decision {
             cache_hit: None,
             rate: None,
             retry_after_s: None,
+            kid: None,
+            alg: None,
+            logged_claims: Vec::new(),
+            checks: None,
         }
     }
 

@@ -21,10 +21,19 @@ use super::identity::Verification;
 use super::outcome::{Decision, HeaderOp, Outcome};
 
 pub fn decide(env: &mut Env<'_>, incoming: &Incoming<'_>) -> Decision {
+    let mut d = Decision::new(Outcome::Allow);
+    if env.trace {
+        d.checks = Some(Vec::new());
+    }
     let normalized = match path::normalize(incoming.path, env.config.path_parameters) {
         Ok(p) => p,
-        Err(e) => return Decision::rejected(Reason::BadPath, e.as_str()),
+        Err(e) => {
+            let denial = Denial::new(Reason::BadPath, e.as_str());
+            let _ = d.step::<(), _>("path", Err(denial));
+            return d.deny(denial);
+        }
     };
+    d.note("path", true, || Some(normalized.path.to_string()));
     let req = Request {
         method: incoming.method,
         path: &normalized.path,
@@ -36,11 +45,11 @@ pub fn decide(env: &mut Env<'_>, incoming: &Incoming<'_>) -> Decision {
             env.config.xff_trusted_hops,
         ),
     };
-    let mut d = Decision::new(Outcome::Allow);
     strip_protected(env.config, &req, &mut d.ops);
     let mut new_query = None;
     if env.config.bypass_cors_preflight && req.is_cors_preflight() {
         d.detail = "cors preflight";
+        d.note("cors_preflight", true, || Some("passes unchecked".into()));
     } else {
         match apply_rule(env, &req, &mut d) {
             Ok(query) => new_query = query,
@@ -97,6 +106,15 @@ fn apply_rule<'c>(
     let selected = select_rule(cfg, req);
     let rule = selected.rule;
     d.rule = selected.index;
+    d.note("rule", true, || {
+        Some(
+            selected
+                .index
+                .map_or("no rule matched: auth required".into(), |i| {
+                    format!("rules[{i}]")
+                }),
+        )
+    });
     abuse::screen(env, rule, selected.index, req, d)?;
     let identity = match rule.auth {
         Auth::None => None,
@@ -106,22 +124,35 @@ fn apply_rule<'c>(
         d.cache_hit = Some(id.verification == Verification::Cached);
         d.sub = id.sub().map(str::to_owned);
         d.cid = id.client_id().map(str::to_owned);
-        authorize::check_policy(rule, &id.claims, &selected.params)?;
+        log_claims(cfg, &id.claims, d);
+        let policy = authorize::check_policy(rule, &id.claims, &selected.params);
+        d.step("policy", policy)?;
     }
-    if let Some(index) = selected.index {
+    if let Some(index) = selected.index.filter(|_| !rule.rate_limits.is_empty()) {
         let claims = identity.as_ref().map(|id| &*id.claims);
-        d.rate = authorize::charge_limits(env, Limits { rule, index }, claims, req)?;
+        let charged = authorize::charge_limits(env, Limits { rule, index }, claims, req);
+        d.rate = d.step("rate_limits", charged)?;
     }
     let Some(id) = identity else {
         return Ok(None);
     };
     let p = &cfg.providers[id.provider];
     authorize::forward_claims(p, &id, &mut d.ops);
+    d.note("forward", true, || None);
     d.detail = "verified";
     Ok(match p.forward_token {
         true => None,
         false => authorize::remove_token(id.source, req, &mut d.ops),
     })
+}
+
+/// The values of the claims `log.claims` names, for the decision log.
+fn log_claims(cfg: &Config, claims: &serde_json::Map<String, serde_json::Value>, d: &mut Decision) {
+    for path in &cfg.log.claims {
+        if let Some(v) = path.lookup(claims) {
+            d.logged_claims.push((path.as_dotted(), v.clone()));
+        }
+    }
 }
 
 /// The decision once a stage stopped the pipeline.
@@ -330,6 +361,7 @@ mod tests {
                 now_ms: self.now_ms,
                 store: self.store,
                 limit_hasher: ratelimit::KeyHasher::new(1, 2),
+                trace: false,
             };
             let headers: Vec<(String, String)> = headers
                 .iter()

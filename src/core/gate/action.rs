@@ -29,6 +29,8 @@ pub enum Action {
     Fetched {
         provider: usize,
         outcome: FetchOutcome,
+        /// `ok`, `status_4xx`, `status_5xx`, `transport`, `invalid_body`, `not_dispatched`.
+        class: &'static str,
     },
     /// Each remote provider's key count and age (every tick).
     KeyGauges(Vec<KeyGauge>),

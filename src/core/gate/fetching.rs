@@ -4,7 +4,7 @@
 
 use crate::core::decision::outcome::Outcome;
 pub use crate::core::keys::lifecycle::FetchAnswer;
-use crate::core::keys::lifecycle::Want;
+use crate::core::keys::lifecycle::{FetchOutcome, Want};
 use crate::core::ratelimit::charge as ratelimit;
 
 use super::action::Action;
@@ -17,6 +17,19 @@ pub struct KeyGauge {
     pub keys: u64,
     /// Seconds since the set was fetched (0 before the first fetch).
     pub age_s: u64,
+    /// Seconds until the set goes stale (0 when stale or never fetched).
+    pub stale_in_s: u64,
+}
+
+/// The class of a fetch's end, for `okta_jwt_jwks_fetch_outcome_<class>_<provider>`.
+pub fn fetch_class(status: Option<u32>, outcome: &FetchOutcome) -> &'static str {
+    match (outcome, status) {
+        (FetchOutcome::Updated { .. } | FetchOutcome::Discovered, _) => "ok",
+        (FetchOutcome::Failed { .. }, None) => "transport",
+        (FetchOutcome::Failed { .. }, Some(200)) => "invalid_body",
+        (FetchOutcome::Failed { .. }, Some(s)) if (400..500).contains(&s) => "status_4xx",
+        (FetchOutcome::Failed { .. }, Some(_)) => "status_5xx",
+    }
 }
 
 impl Gate {
@@ -93,7 +106,11 @@ impl Gate {
         let owner = self.setup.owner;
         let outcome =
             self.caches[provider].dispatch_failed(&*self.setup.store, now_ms, owner, jitter);
-        let mut out = vec![Action::Fetched { provider, outcome }];
+        let mut out = vec![Action::Fetched {
+            provider,
+            outcome,
+            class: "not_dispatched",
+        }];
         self.settle(provider, now_ms, &mut out);
         out
     }
@@ -117,7 +134,12 @@ impl Gate {
             jitter,
         );
         self.purge_token_cache(provider);
-        let mut out = vec![Action::Fetched { provider, outcome }];
+        let class = fetch_class(answer.status, &outcome);
+        let mut out = vec![Action::Fetched {
+            provider,
+            outcome,
+            class,
+        }];
         match next {
             // After discovery, the keys themselves (the lease is kept for it).
             Some(request) => out.push(Action::Fetch {
@@ -179,6 +201,7 @@ impl Gate {
                     0 => 0,
                     at => now_ms.saturating_sub(at) / 1000,
                 },
+                stale_in_s: c.fresh_until_ms().saturating_sub(now_ms) / 1000,
             })
             .collect()
     }

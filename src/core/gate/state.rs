@@ -209,6 +209,7 @@ impl Gate {
             now_ms,
             store: Some(&*setup.store),
             limit_hasher: setup.limit_hasher,
+            trace: false,
         };
         pipeline::decide(&mut env, &req.incoming())
     }

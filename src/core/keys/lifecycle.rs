@@ -91,6 +91,9 @@ pub struct SharedRecord {
     pub failures: u32,
     /// Start of the last refetch caused by an unknown kid.
     pub last_refetch_ms: u64,
+    /// Until when the last good key set is fresh (its Cache-Control or cache_duration_s).
+    #[serde(default)]
+    pub fresh_until_ms: u64,
     pub lease_until_ms: u64,
     pub lease_owner: u64,
     pub lease_phase: Option<Phase>,
@@ -171,6 +174,10 @@ impl ProviderCache {
 
     pub fn fetched_at_ms(&self) -> u64 {
         self.seen.fetched_at_ms
+    }
+
+    pub fn fresh_until_ms(&self) -> u64 {
+        self.seen.fresh_until_ms
     }
 
     pub fn timeout_ms(&self) -> u64 {
@@ -396,6 +403,7 @@ impl ProviderCache {
                 rec.fetched_at_ms = now_ms;
                 rec.failures = 0;
                 rec.next_at_ms = now_ms.saturating_add(fresh_s * 1000);
+                rec.fresh_until_ms = rec.next_at_ms;
                 Ok(FetchOutcome::Updated {
                     keys: parsed.set.keys.len(),
                     skipped: parsed.skipped,
