@@ -241,6 +241,7 @@ mod tests {
                 now_ms,
                 store: Some(&self.store),
                 limit_hasher: KeyHasher::new(3, 4),
+                trace: false,
             };
             let headers: Vec<(String, String)> = headers
                 .iter()
@@ -362,6 +363,7 @@ mod tests {
             now_ms: NOW_MS,
             store: Some(&w.store),
             limit_hasher: KeyHasher::new(3, 4),
+            trace: false,
         };
         let req = Request {
             method: "GET",

@@ -115,7 +115,10 @@ fn apply_rule<'c>(
                 }),
         )
     });
-    abuse::screen(env, rule, selected.index, req, d)?;
+    let screened = abuse::screen(env, rule, selected.index, req, d);
+    if rule.ip.is_some() || screened.is_err() {
+        d.step("client_address", screened)?;
+    }
     let identity = match rule.auth {
         Auth::None => None,
         Auth::Required | Auth::Optional => authenticate(env, rule, req, d)?,
