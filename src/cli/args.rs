@@ -14,6 +14,8 @@ pub struct Explain {
     /// `(provider or None for every remote provider, file)`.
     pub jwks: Vec<(Option<String>, String)>,
     pub now: Option<u64>,
+    /// The downstream address, for `ip` rules and keys (default: none, as if unknown).
+    pub client_ip: Option<String>,
     pub json: bool,
 }
 
@@ -42,6 +44,7 @@ impl Explain {
                             .map_err(|_| "--now takes Unix seconds")?,
                     )
                 }
+                Long("client-ip") => a.client_ip = Some(value(&mut p)?),
                 Long("json") => a.json = true,
                 Value(v) => return Err(format!("unexpected argument {v:?}")),
                 other => return Err(other.unexpected().to_string()),

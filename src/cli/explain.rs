@@ -146,9 +146,10 @@ fn decide(a: &Explain, config: &Config, keys: &Files, token: &str) -> Outcome {
         method: &a.method,
         path: &path,
         headers: &headers,
-        client_ip: None,
+        client_ip: a.client_ip.as_deref(),
     };
     let d = pipeline::decide(&mut env, &incoming);
+    let d = pipeline::charge_failure(&env, &incoming, d);
     let report = report(config, &d);
     let allowed = report["allowed"] == json!(true);
     let stdout = match a.json {

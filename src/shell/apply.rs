@@ -5,7 +5,7 @@ use proxy_wasm::types::MapType;
 
 use crate::core::decision::env::SavedRequest;
 use crate::core::decision::outcome::{Decision, HeaderOp, Outcome};
-use crate::core::decision::{log, response};
+use crate::core::decision::{abuse, log, response};
 
 use super::plugin::Plugin;
 
@@ -25,6 +25,10 @@ fn set_header(name: &str, value: Option<&str>) {
 /// only hands over decisions that allow or deny.
 pub fn apply(plugin: &Plugin, context_id: u32, d: &Decision, req: &SavedRequest) -> Applied {
     plugin.metrics.token_cache(d.cache_hit);
+    // Here rather than in the stream's callback, so parked requests are counted too.
+    if let Some(effect) = abuse::failure_effect(&plugin.config, d) {
+        plugin.metrics.failure(effect);
+    }
     if let Some(rule) = d.rule.filter(|_| d.rate.is_some()) {
         plugin.metrics.rate_limit(rule, d.is_allowed());
     }

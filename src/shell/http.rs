@@ -7,7 +7,6 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use crate::core::decision::abuse;
 use crate::core::decision::env::SavedRequest;
 use crate::core::decision::outcome::Decision;
 use crate::core::decision::response;
@@ -57,16 +56,6 @@ fn read_request(with_client_ip: bool) -> Option<SavedRequest> {
     })
 }
 
-impl Http {
-    /// Failure-throttling stats of a decision taken on arrival. (A request parked for keys is
-    /// answered from the root context and is not seen here.)
-    fn count_failures(&self, d: &Decision) {
-        if let Some(effect) = abuse::failure_effect(&self.plugin.config, d) {
-            self.plugin.metrics.failure(effect);
-        }
-    }
-}
-
 impl Context for Http {
     fn on_done(&mut self) -> bool {
         self.plugin
@@ -101,7 +90,6 @@ impl HttpContext for Http {
         match handled {
             Handled::Parked => Action::Pause,
             Handled::Decided(d, req) => {
-                self.count_failures(&d);
                 match apply::apply(&self.plugin, self.context_id, &d, &req) {
                     Applied::Continue => Action::Continue,
                     Applied::Responded => Action::Pause,

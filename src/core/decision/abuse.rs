@@ -253,7 +253,9 @@ mod tests {
                 headers: &headers,
                 client_ip: Some(ip),
             };
-            decide(&mut env, &incoming)
+            // As the gate does: decide, then charge a failure once.
+            let d = decide(&mut env, &incoming);
+            crate::core::decision::pipeline::charge_failure(&env, &incoming, d)
         }
 
         fn run(&self, path: &str, ip: &str, sig: Option<&[u8]>) -> Decision {

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use crate::core::config::model::{Auth, Config, Rule};
 use crate::core::denial::{Denial, Reason};
+use crate::core::ratelimit::limits::Count;
 use crate::core::request::client_address;
 use crate::core::request::matcher::Params;
 use crate::core::request::path::{self, RequestPath};
@@ -34,7 +35,48 @@ pub fn decide(env: &mut Env<'_>, incoming: &Incoming<'_>) -> Decision {
         }
     };
     d.note("path", true, || Some(normalized.path.to_string()));
-    let req = Request {
+    let req = request(env, incoming, &normalized);
+    strip_protected(env.config, &req, &mut d.ops);
+    let mut new_query = None;
+    if env.config.bypass_cors_preflight && req.is_cors_preflight() {
+        d.detail = "cors preflight";
+        d.note("cors_preflight", true, || Some("passes unchecked".into()));
+    } else {
+        match apply_rule(env, &req, &mut d) {
+            Ok(query) => new_query = query,
+            Err(halt) => return halted(d, halt),
+        }
+    }
+    d.path = upstream_path(&normalized, new_query);
+    d
+}
+
+/// After the final decision (a gate may decide twice, or turn a wait into a 401): a 401 of a
+/// rule that counts failures takes from its failure buckets, once per request.
+pub fn charge_failure(env: &Env<'_>, incoming: &Incoming<'_>, d: Decision) -> Decision {
+    let counts = d
+        .rule
+        .and_then(|i| env.config.rules.get(i))
+        .is_some_and(|r| r.rate_limits.iter().any(|l| l.count == Count::Denied));
+    let failed = matches!(d.outcome, Outcome::Deny { reason, .. } if reason.status() == 401);
+    if !(counts && failed) {
+        return d;
+    }
+    // The path was normalized once already, so this cannot fail; refused all the same.
+    let Ok(normalized) = path::normalize(incoming.path, env.config.path_parameters) else {
+        return d;
+    };
+    let req = request(env, incoming, &normalized);
+    abuse::count_failure(env, &req, d)
+}
+
+/// The request as the stages see it: normalized path, the client address `client_ip` picks.
+fn request<'r>(
+    env: &Env<'_>,
+    incoming: &Incoming<'r>,
+    normalized: &'r RequestPath<'r>,
+) -> Request<'r> {
+    Request {
         method: incoming.method,
         path: &normalized.path,
         query: normalized.query,
@@ -44,20 +86,7 @@ pub fn decide(env: &mut Env<'_>, incoming: &Incoming<'_>) -> Decision {
             incoming.headers,
             env.config.xff_trusted_hops,
         ),
-    };
-    strip_protected(env.config, &req, &mut d.ops);
-    let mut new_query = None;
-    if env.config.bypass_cors_preflight && req.is_cors_preflight() {
-        d.detail = "cors preflight";
-        d.note("cors_preflight", true, || Some("passes unchecked".into()));
-    } else {
-        match apply_rule(env, &req, &mut d) {
-            Ok(query) => new_query = query,
-            Err(halt) => return abuse::count_failure(env, &req, halted(d, halt)),
-        }
     }
-    d.path = upstream_path(&normalized, new_query);
-    d
 }
 
 /// Stage: anti-spoofing comes first and applies to every request, whatever the rule.

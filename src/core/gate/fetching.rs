@@ -164,7 +164,7 @@ impl Gate {
             }
             out.push(Action::Answer {
                 context: w.context,
-                decision: self.answerable(d, now_ms),
+                decision: self.finish(d, &w.request, now_ms),
                 request: w.request,
             });
         }
@@ -182,7 +182,7 @@ impl Gate {
             }
             out.push(Action::Answer {
                 context: w.context,
-                decision: self.answerable(d, now_ms),
+                decision: self.finish(d, &w.request, now_ms),
                 request: w.request,
             });
         }

@@ -39,15 +39,24 @@ impl SignatureVerifier for FakeVerifier {
 }
 
 fn vm(store: &Rc<MemoryStore>, owner: u64) -> Gate {
+    vm_with(store, owner, json!([]))
+}
+
+fn vm_with(store: &Rc<MemoryStore>, owner: u64, rules: serde_json::Value) -> Gate {
     let c = json!({
         "providers": {"okta": {
             "issuer": ISS, "audiences": ["api://default"],
             "jwks": {"uri": "https://idp.example/keys", "cluster": "idp",
                      "timeout_ms": TIMEOUT_MS, "min_refetch_interval_s": 30}
-        }}
+        }},
+        "rules": rules
     });
+    let config = config::parse(c.to_string().as_bytes()).unwrap();
+    for (i, r) in config.rules.iter().enumerate() {
+        crate::core::ratelimit::charge::ensure_records(&**store, i, &r.rate_limits).unwrap();
+    }
     Gate::new(Setup {
-        config: Rc::new(config::parse(c.to_string().as_bytes()).unwrap()),
+        config: Rc::new(config),
         verifier: Box::new(FakeVerifier),
         store: Rc::clone(store) as Rc<dyn crate::core::store::SharedStore>,
         owner,
@@ -321,4 +330,48 @@ fn a_dropped_key_stops_verifying_and_its_cached_tokens_are_forgotten() {
     let (_, token) = dispatch(&mut a, &t, &mut tokens)[0];
     let done = a.on_fetch_answer(token, ok(&jwks(&["k2"])), later + 3, 0);
     assert_eq!(answers(&done), vec![(1, denied(Reason::UnknownKid))]);
+}
+
+/// Failure throttling charges each request's 401 once, after the gate's final answer: also a
+/// wait that ends in 401, never twice for a request decided twice.
+#[test]
+fn each_failed_request_is_charged_once_including_waits_that_end_in_401() {
+    let store = Rc::new(MemoryStore::default());
+    let rules = json!([{"match": {"prefix": "/"}, "rate_limits": [
+        {"key": "ip", "requests": 3, "per_s": 3600, "count": "denied"}]}]);
+    let mut a = vm_with(&store, 1, rules);
+    let mut tokens = 0;
+    let t = a.on_tick(NOW_MS);
+    let (_, token) = dispatch(&mut a, &t, &mut tokens)[0];
+    a.on_fetch_answer(token, ok(&jwks(&["k1"])), NOW_MS, 0);
+    let from = |kid: &str, sig: &[u8]| {
+        let mut r = request(kid);
+        if sig != b"good" {
+            r.headers[0].1 = r.headers[0].1.replace(
+                &URL_SAFE_NO_PAD.encode(b"good"),
+                &URL_SAFE_NO_PAD.encode(sig),
+            );
+        }
+        r.client_ip = Some("10.0.0.9".into());
+        r
+    };
+    let now = NOW_MS + 1_000;
+    // 1: an unknown kid waits for a refetch that does not find it: 401, charged.
+    assert!(parked(a.on_request(1, from("k2", b"good"), now)));
+    let t = a.on_tick(now);
+    let (_, token) = dispatch(&mut a, &t, &mut tokens)[0];
+    let done = a.on_fetch_answer(token, ok(&jwks(&["k1"])), now, 0);
+    assert_eq!(answers(&done), vec![(1, denied(Reason::UnknownKid))]);
+    // 2 and 3: bad signatures, charged; the bucket of 3 is then empty.
+    for context in 2..4 {
+        assert_eq!(
+            decided(a.on_request(context, from("k1", b"bad"), now)),
+            denied(Reason::BadSignature)
+        );
+    }
+    // 4: refused before any token work, whatever the token.
+    assert_eq!(
+        decided(a.on_request(4, from("k1", b"good"), now)),
+        denied(Reason::RateLimited)
+    );
 }

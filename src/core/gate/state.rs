@@ -130,7 +130,7 @@ impl Gate {
             }
             d = self.decide(now_ms, &req);
         }
-        Handled::Decided(self.answerable(d, now_ms), req)
+        Handled::Decided(self.finish(d, &req, now_ms), req)
     }
 
     /// A stream that ended is never answered later.
@@ -212,6 +212,28 @@ impl Gate {
             trace: false,
         };
         pipeline::decide(&mut env, &req.incoming())
+    }
+
+    /// The decision the shell carries out: `answerable`, then a failure charged once (a
+    /// request may have been decided twice, and a wait may have become a 401).
+    pub(super) fn finish(&self, d: Decision, req: &SavedRequest, now_ms: u64) -> Decision {
+        let d = self.answerable(d, now_ms);
+        let setup = &self.setup;
+        let env = Env {
+            config: &setup.config,
+            cache: None,
+            keys: &Caches {
+                caches: &self.caches,
+                now_ms,
+            },
+            verifier: setup.verifier.as_ref(),
+            now: now_ms / 1000,
+            now_ms,
+            store: Some(&*setup.store),
+            limit_hasher: setup.limit_hasher,
+            trace: false,
+        };
+        pipeline::charge_failure(&env, &req.incoming(), d)
     }
 
     /// A decision the shell can carry out: a wait that could not be parked (or lasted too
