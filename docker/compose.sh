@@ -340,7 +340,8 @@ report_failure() {
   ((${#failed[@]})) || failed=(envoy mock-idp)
   for name in $(printf '%s\n' "${failed[@]}" | sort -u); do
     log "---- logs of $name (last 150 lines) ----"
-    compose logs --no-color --tail=150 "$name" >&2 2>&1 || true
+    # (podman's API ignores --tail for running containers: cut here.)
+    compose logs --no-color "$name" 2>&1 | tail -n 150 >&2 || true
   done
 }
 

@@ -205,6 +205,8 @@ def denial(r: requests.Response) -> dict:
 def wait_envoy_reaches(stack: Stack, engine: Engine, service: str, cluster: str) -> None:
     """Waits until Envoy's cluster resolves `service` to its container's current address (a
     restarted or reconnected container may have a new one; Envoy re-resolves every 5 s)."""
-    wait_until(f"Envoy's {cluster} cluster to follow {service}'s address",
-               lambda: (ip := engine.ip(service)) and f"{ip}:8080" in stack.cluster_hosts(cluster),
-               timeout_s=60)
+    def follows():
+        ip = engine.ip(service)
+        return ip and f"{ip}:8080" in stack.cluster_hosts(cluster)
+
+    wait_until(f"Envoy's {cluster} cluster to follow {service}'s address", follows, timeout_s=60)
