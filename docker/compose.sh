@@ -462,7 +462,7 @@ cmd_test() {
   STACK_ENVOY_URL=http://127.0.0.1:$ENVOY_PORT STACK_ADMIN_URL=http://127.0.0.1:$ADMIN_PORT \
     STACK_IDP_URL=http://127.0.0.1:$IDP_PORT COMPOSE_CMD="$(printf '%q ' "${COMPOSE[@]}" -f "$COMPOSE_FILE_PATH" -p "$PROJECT")" \
     ENGINE_CMD=$ENGINE COMPOSE_NETWORK=${PROJECT}_default \
-    timeout --foreground "$SUITE_TIMEOUT_S" "$PY" -m pytest -v -p no:cacheprovider -m host \
+    timeout --foreground "$SUITE_TIMEOUT_S" "$PY" -m pytest -v --durations=4 -p no:cacheprovider -m host \
     tests/compose || rc=$?
   ((rc == 0)) || exit "$rc"
   FAILED_PHASE=""
