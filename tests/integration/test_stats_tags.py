@@ -34,16 +34,6 @@ FILTER_TEMPLATE = REPO / "envoy" / "filter.json.tmpl"
 PLATFORM_GUIDES = [REPO / "docs" / "deploy-istio.md", REPO / "docs" / "deploy-envoy-gateway.md"]
 PREFIX = "okta_jwt_"
 WAIT_S = 30  # gauges are set on the filter's tick; a loaded machine may take seconds
-METRICS_RS = REPO / "src" / "shell" / "metrics.rs"
-
-
-def pending_metrics(*names: str) -> pytest.MarkDecorator:
-    """xfail(strict) while src/shell/metrics.rs does not define these stats yet (issue 12's
-    new metrics): the mark goes away by itself when they land, and the test must then pass."""
-    source = METRICS_RS.read_text()
-    missing = [n for n in names if n not in source]
-    return pytest.mark.xfail(bool(missing), strict=True,
-                             reason=f"not defined in metrics.rs yet: {', '.join(missing)}")
 
 
 # --- reading /stats/prometheus ----------------------------------------------------------------
@@ -196,7 +186,6 @@ def test_key_stats_carry_the_provider_label(envoy, idp):
     assert sample(families, "okta_jwt_jwks_keys", provider="broken") == 0
 
 
-@pending_metrics("okta_jwt_jwks_fetch_outcome_")
 def test_fetch_outcomes_carry_class_and_provider_labels(envoy, idp):
     assert_denied(envoy.get("/broken", idp.mint(server="broken")), 503)
     families = scrape(envoy)
@@ -241,7 +230,6 @@ def test_no_metric_name_still_carries_a_value(envoy):
         assert not re.search(r"_rule_\d|_limit_\d", name), f"{name}: a rule in the name"
 
 
-@pending_metrics("okta_jwt_decision_time_us")
 def test_the_histogram_has_only_bucket_labels(envoy, idp):
     assert_allowed(envoy.get("/api/orders", idp.mint()))
     # Envoy publishes histograms at its stats flush (every 5 s by default).
