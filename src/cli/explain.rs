@@ -147,6 +147,7 @@ fn decide(a: &Explain, config: &Config, keys: &Files, token: &str) -> Outcome {
         path: &path,
         headers: &headers,
         client_ip: a.client_ip.as_deref(),
+        client_cert: None,
     };
     let d = pipeline::decide(&mut env, &incoming);
     let d = pipeline::charge_failure(&env, &incoming, d);
@@ -175,7 +176,7 @@ pub fn report(config: &Config, d: &Decision) -> Value {
         None => (200, None),
         Some(r) => {
             let resp = response::denial(
-                config.realm.as_deref(),
+                response::Challenge::of(config, d.rule),
                 r,
                 scope,
                 d.retry_after_s.unwrap_or(1),

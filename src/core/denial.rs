@@ -35,6 +35,10 @@ pub enum Reason {
     WrongClient,
     NotAccessToken,
     DpopBound,
+    DpopUnbound,
+    DpopDisabled,
+    InvalidDpopProof,
+    DpopReplayFull,
     CertificateMismatch,
     InsufficientScope,
     ClaimMismatch,
@@ -63,9 +67,11 @@ pub enum Class {
     BadRequest,
     /// 400 `invalid_request` (RFC 6750 section 3.1), with a `Bearer` challenge.
     InvalidRequest,
+    /// 401 `invalid_dpop_proof` (RFC 9449 section 7.1), with a `DPoP` challenge.
+    InvalidDpopProof,
 }
 
-pub const ALL: [Reason; 25] = [
+pub const ALL: [Reason; 29] = [
     Reason::MissingToken,
     Reason::MultipleTokens,
     Reason::TokenTooLarge,
@@ -84,6 +90,10 @@ pub const ALL: [Reason; 25] = [
     Reason::WrongClient,
     Reason::NotAccessToken,
     Reason::DpopBound,
+    Reason::DpopUnbound,
+    Reason::DpopDisabled,
+    Reason::InvalidDpopProof,
+    Reason::DpopReplayFull,
     Reason::CertificateMismatch,
     Reason::InsufficientScope,
     Reason::ClaimMismatch,
@@ -115,6 +125,10 @@ impl Reason {
             Reason::WrongClient => "wrong_client",
             Reason::NotAccessToken => "not_access_token",
             Reason::DpopBound => "dpop_bound_token",
+            Reason::DpopUnbound => "dpop_unbound_token",
+            Reason::DpopDisabled => "dpop_disabled",
+            Reason::InvalidDpopProof => "invalid_dpop_proof",
+            Reason::DpopReplayFull => "dpop_replay_full",
             Reason::CertificateMismatch => "certificate_mismatch",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::ClaimMismatch => "claim_mismatch",
@@ -131,7 +145,8 @@ impl Reason {
             Reason::InsufficientScope => Class::InsufficientScope,
             Reason::ClaimMismatch | Reason::IpDenied => Class::Forbidden,
             Reason::RateLimited => Class::RateLimited,
-            Reason::JwksUnavailable => Class::Unavailable,
+            Reason::JwksUnavailable | Reason::DpopReplayFull => Class::Unavailable,
+            Reason::InvalidDpopProof => Class::InvalidDpopProof,
             Reason::BadPath => Class::BadRequest,
             Reason::MultipleTokens => Class::InvalidRequest,
             _ => Class::InvalidToken,
@@ -154,6 +169,8 @@ impl Reason {
             Reason::BadPath => "The request path is not acceptable",
             Reason::IpDenied => "Requests from this address are not allowed",
             Reason::MultipleTokens => "The request carries more than one access token",
+            Reason::InvalidDpopProof => "The DPoP proof is invalid",
+            Reason::DpopReplayFull => "Too many DPoP proofs to remember; retry later",
             _ => "The access token is invalid",
         }
     }
@@ -168,12 +185,13 @@ impl Reason {
             Class::RateLimited => "rate_limited",
             Class::Unavailable => "temporarily_unavailable",
             Class::BadRequest | Class::InvalidRequest => "invalid_request",
+            Class::InvalidDpopProof => "invalid_dpop_proof",
         }
     }
 
     pub fn status(self) -> u32 {
         match self.class() {
-            Class::NoCredentials | Class::InvalidToken => 401,
+            Class::NoCredentials | Class::InvalidToken | Class::InvalidDpopProof => 401,
             Class::InsufficientScope | Class::Forbidden => 403,
             Class::RateLimited => 429,
             Class::Unavailable => 503,

@@ -66,7 +66,7 @@ fn deny(plugin: &Plugin, d: &Decision, req: &SavedRequest) {
         _ => (crate::core::denial::Reason::JwksUnavailable, None),
     };
     let r = response::denial(
-        plugin.config.realm.as_deref(),
+        response::Challenge::of(&plugin.config, d.rule),
         reason,
         scope,
         d.retry_after_s.unwrap_or(1),

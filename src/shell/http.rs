@@ -25,7 +25,7 @@ pub struct Http {
 
 /// The request headers, with values that are not UTF-8 replaced lossily: such a value can
 /// never carry a valid token, and matching on it stays conservative.
-fn read_request(with_client_ip: bool) -> Option<SavedRequest> {
+fn read_request(with_client_ip: bool, with_scheme: bool) -> Option<SavedRequest> {
     let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
     let mut method = None;
     let mut path = None;
@@ -36,8 +36,13 @@ fn read_request(with_client_ip: bool) -> Option<SavedRequest> {
         match name.as_str() {
             ":method" => method = Some(value),
             ":path" => path = Some(value),
+            // Replaced below when DPoP needs it: Envoy may take it from x-forwarded-proto.
+            ":scheme" if with_scheme => {}
             _ => headers.push((name, value)),
         }
+    }
+    if with_scheme {
+        headers.push((":scheme".to_owned(), connection_scheme().to_owned()));
     }
     let client_ip = with_client_ip
         .then(|| {
@@ -53,7 +58,31 @@ fn read_request(with_client_ip: bool) -> Option<SavedRequest> {
         path: path?,
         headers,
         client_ip,
+        client_cert: client_cert(),
     })
+}
+
+/// The downstream connection's own scheme, for DPoP's `htu`: `https` when it is TLS. Envoy's
+/// `:scheme` can come from a client's `x-forwarded-proto`, which must never choose it.
+fn connection_scheme() -> &'static str {
+    let tls = hostcalls::get_property(vec!["connection", "tls_version"])
+        .ok()
+        .flatten()
+        .is_some_and(|v| !v.is_empty());
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The downstream client certificate's thumbprint, for certificate-bound tokens (RFC 8705).
+/// Absent on a connection without TLS or without a client certificate.
+fn client_cert() -> Option<String> {
+    let hex = hostcalls::get_property(vec!["connection", "sha256_peer_certificate_digest"])
+        .ok()
+        .flatten()?;
+    request::cert_thumbprint_from_hex(std::str::from_utf8(&hex).ok()?)
 }
 
 impl Context for Http {
@@ -72,7 +101,8 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(req) = read_request(self.plugin.config.needs_client_ip()) else {
+        let config = &self.plugin.config;
+        let Some(req) = read_request(config.needs_client_ip(), config.has_dpop()) else {
             let d = Decision::rejected(Reason::BadPath, "request has no :method or :path");
             apply::apply(&self.plugin, self.context_id, &d, &SavedRequest::default());
             return Action::Pause;

@@ -12,13 +12,14 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 
 use crate::core::config::compile as config;
 
-use crate::core::config::model::SignatureBackend;
+use crate::core::config::model::{DpopMode, SignatureBackend};
 use crate::core::crypto::pure::PureVerifier;
 use crate::core::crypto::verifier::SignatureVerifier;
 use crate::core::gate::fetching::FetchAnswer;
 use crate::core::gate::state::{Gate, Setup};
 use crate::core::keys::jwk_set::MAX_JWKS_BYTES;
 use crate::core::ratelimit::charge::{self as ratelimit, KeyHasher};
+use crate::core::token::replay;
 
 use super::actions;
 use super::host_verify::{self, HostVerifier};
@@ -72,6 +73,17 @@ impl Root {
             ratelimit::ensure_records(&HostStore, index, &rule.rate_limits).map_err(|e| {
                 format!("rules[{index}].rate_limits: cannot create buckets in shared data: {e:?}")
             })?;
+        }
+        for (index, p) in config.providers.iter().enumerate() {
+            if p.dpop.mode != DpopMode::Disabled {
+                // Likewise for the DPoP replay record: exact only if every write is a CAS.
+                replay::ensure_records(&HostStore, index).map_err(|e| {
+                    format!(
+                        "providers.{}: cannot create the DPoP replay record: {e:?}",
+                        p.name
+                    )
+                })?;
+            }
         }
         // Random (WASI randomness under SipHash) unless another VM already chose the key.
         let fresh = KeyHasher::new(

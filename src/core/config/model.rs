@@ -1,6 +1,6 @@
 //! The compiled configuration: what the request path reads. Built only by `compile`.
 
-use crate::core::crypto::alg::AlgSet;
+use crate::core::crypto::alg::{Alg, AlgSet};
 use crate::core::keys::source::{JwksConfig, JwksSource};
 use crate::core::policy::requirements::{ClaimRequirement, Scopes};
 use crate::core::ratelimit::limits::{LimitKey, RateLimit};
@@ -33,6 +33,51 @@ pub struct Provider {
     pub payload_header: Option<String>,
     /// Only RFC 9068 access tokens (`typ` `at+jwt`).
     pub require_at_jwt: bool,
+    /// DPoP (RFC 9449): whether the `DPoP` scheme is accepted, and how proofs are checked.
+    pub dpop: Dpop,
+    /// `mtls_binding: "required"`: only certificate-bound tokens (RFC 8705).
+    pub mtls_binding: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpopMode {
+    Disabled,
+    Allowed,
+    Required,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dpop {
+    pub mode: DpopMode,
+    /// Proof algorithms; never `none` or HS*.
+    pub algorithms: AlgSet,
+    pub max_age_s: u64,
+    /// The scheme and authority `htu` is compared with, instead of `:scheme` and `:authority`.
+    pub origin: Option<String>,
+}
+
+impl Default for Dpop {
+    fn default() -> Dpop {
+        Dpop {
+            mode: DpopMode::Disabled,
+            algorithms: [Alg::ES256, Alg::RS256, Alg::PS256, Alg::EdDSA]
+                .into_iter()
+                .collect(),
+            max_age_s: 300,
+            origin: None,
+        }
+    }
+}
+
+impl Dpop {
+    /// `algs="..."` of the `DPoP` challenge: the proof algorithms joined by spaces.
+    pub fn algs(&self) -> String {
+        self.algorithms
+            .iter()
+            .map(Alg::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +101,15 @@ pub struct Rule {
     pub rate_limits: Vec<RateLimit>,
     /// Client address ranges, checked before any token work.
     pub ip: Option<IpList>,
+}
+
+/// What a `DPoP` challenge says (see `Config::dpop_challenge`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopChallenge {
+    /// The proof algorithms, joined by spaces.
+    pub algs: String,
+    /// Every provider of the rule requires DPoP: no `Bearer` challenge.
+    pub only: bool,
 }
 
 /// Which implementation checks signatures (an extension to SPEC.md).
@@ -124,6 +178,46 @@ impl Config {
         self.rules
             .iter()
             .any(|r| r.ip.is_some() || r.rate_limits.iter().any(|l| l.key == LimitKey::Ip))
+    }
+
+    /// Whether any provider accepts DPoP proofs (their replay records live in shared data).
+    pub fn has_dpop(&self) -> bool {
+        self.providers
+            .iter()
+            .any(|p| p.dpop.mode != DpopMode::Disabled)
+    }
+
+    /// The `DPoP` challenge a denial under `rule` (`None`: the default rule) carries: the
+    /// providers' modes and proof algorithms. `None` when no provider of the rule accepts DPoP.
+    pub fn dpop_challenge(&self, rule: Option<usize>) -> Option<DpopChallenge> {
+        let rule = rule
+            .and_then(|i| self.rules.get(i))
+            .unwrap_or(&self.default_rule);
+        let modes: Vec<&Dpop> = rule
+            .providers
+            .iter()
+            .filter_map(|&i| self.providers.get(i))
+            .map(|p| &p.dpop)
+            .collect();
+        let enabled: Vec<&&Dpop> = modes
+            .iter()
+            .filter(|d| d.mode != DpopMode::Disabled)
+            .collect();
+        let first = enabled.first()?;
+        let mut algorithms = AlgSet::default();
+        for d in &enabled {
+            for a in d.algorithms.iter() {
+                algorithms.insert(a);
+            }
+        }
+        Some(DpopChallenge {
+            algs: Dpop {
+                algorithms,
+                ..(**first).clone()
+            }
+            .algs(),
+            only: modes.iter().all(|d| d.mode == DpopMode::Required),
+        })
     }
 
     /// Providers that need their keys fetched over the network.

@@ -3,7 +3,7 @@
 
 use crate::core::config::error::{err, ConfigError};
 use crate::core::config::jwks::compile_jwks;
-use crate::core::config::model::{ClaimHeader, Provider};
+use crate::core::config::model::{ClaimHeader, Dpop, DpopMode, Provider};
 use crate::core::config::names::{header_name, header_name_any, is_token_char};
 use crate::core::config::raw::{RawClaimHeader, RawProvider, RawSource};
 use crate::core::crypto::alg::{Alg, AlgSet};
@@ -12,6 +12,8 @@ use crate::core::request::extract::Source;
 use crate::core::token::claim_path::ClaimPath;
 
 const MAX_CLOCK_SKEW_S: u64 = 3600;
+/// A proof older than an hour is no proof of possession now.
+const MAX_DPOP_AGE_S: u64 = 3600;
 
 pub fn compile_provider(name: String, p: RawProvider) -> Result<Provider, ConfigError> {
     let at = format!("providers.{name}");
@@ -67,7 +69,86 @@ pub fn compile_provider(name: String, p: RawProvider) -> Result<Provider, Config
         claims_to_headers: claim_headers(&at, p.claims_to_headers)?,
         payload_header,
         require_at_jwt: p.require_at_jwt,
+        dpop: dpop(
+            &at,
+            p.dpop,
+            p.dpop_algorithms,
+            p.dpop_max_age_s,
+            p.dpop_origin,
+        )?,
+        mtls_binding: mtls_binding(&at, p.mtls_binding)?,
     })
+}
+
+/// The DPoP fields (SPEC "Sender-constrained tokens").
+fn dpop(
+    at: &str,
+    mode: Option<String>,
+    algorithms: Option<Vec<String>>,
+    max_age_s: Option<u64>,
+    origin: Option<String>,
+) -> Result<Dpop, ConfigError> {
+    let mode = match mode.as_deref() {
+        None | Some("disabled") => DpopMode::Disabled,
+        Some("allowed") => DpopMode::Allowed,
+        Some("required") => DpopMode::Required,
+        Some(other) => {
+            return err(
+                format!("{at}.dpop"),
+                format!("{other:?} is not one of \"disabled\", \"allowed\", \"required\""),
+            )
+        }
+    };
+    let mut d = Dpop {
+        mode,
+        ..Dpop::default()
+    };
+    if let Some(list) = algorithms {
+        d.algorithms = self::algorithms(&format!("{at}.dpop_algorithms"), Some(list))?;
+    }
+    if let Some(s) = max_age_s {
+        if s == 0 || s > MAX_DPOP_AGE_S {
+            return err(
+                format!("{at}.dpop_max_age_s"),
+                format!("must be between 1 and {MAX_DPOP_AGE_S}"),
+            );
+        }
+        d.max_age_s = s;
+    }
+    if let Some(o) = origin {
+        if !is_origin(&o) {
+            return err(
+                format!("{at}.dpop_origin"),
+                "must be an http(s) origin: scheme and host, no path, query or fragment",
+            );
+        }
+        d.origin = Some(o);
+    }
+    Ok(d)
+}
+
+/// `https://host[:port]` without a path (a trailing `/` neither), query, fragment or userinfo.
+fn is_origin(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        !r.is_empty()
+            && !r
+                .bytes()
+                .any(|b| matches!(b, b'/' | b'?' | b'#' | b'@') || b <= b' ')
+    })
+}
+
+fn mtls_binding(at: &str, value: Option<String>) -> Result<bool, ConfigError> {
+    match value.as_deref() {
+        None => Ok(false),
+        Some("required") => Ok(true),
+        Some(other) => err(
+            format!("{at}.mtls_binding"),
+            format!("{other:?} is not \"required\" (omit the field to accept unbound tokens)"),
+        ),
+    }
 }
 
 /// The claim-check fields: gives the clock skew (default 60 s).

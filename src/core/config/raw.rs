@@ -45,6 +45,11 @@ pub struct RawProvider {
     pub payload_header: Option<String>,
     #[serde(default)]
     pub require_at_jwt: bool,
+    pub dpop: Option<String>,
+    pub dpop_algorithms: Option<Vec<String>>,
+    pub dpop_max_age_s: Option<u64>,
+    pub dpop_origin: Option<String>,
+    pub mtls_binding: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -170,7 +170,9 @@ fn scopes(at: &str, raw: Option<RawScopes>) -> Result<Scopes, ConfigError> {
     Ok(Scopes { all, any })
 }
 
-/// The sources of the given providers, in order, without repeats.
+/// The sources of the given providers, in order, without repeats, then the `DPoP`
+/// authorization scheme: read whatever `from` lists, so that a `DPoP` token is never taken
+/// for a missing one (with `dpop` disabled it is refused as `invalid_token`).
 pub fn sources_of(providers: &[Provider], indexes: &[usize]) -> Vec<Source> {
     let mut out: Vec<Source> = Vec::new();
     for p in indexes.iter().filter_map(|&i| providers.get(i)) {
@@ -180,7 +182,23 @@ pub fn sources_of(providers: &[Provider], indexes: &[usize]) -> Vec<Source> {
             }
         }
     }
+    if !indexes.is_empty() && !out.iter().any(is_dpop_scheme) {
+        out.push(dpop_scheme());
+    }
     out
+}
+
+/// `Authorization: DPoP <token>` (RFC 9449 section 7.1).
+pub fn dpop_scheme() -> Source {
+    Source::Header {
+        name: "authorization".into(),
+        prefix: "DPoP ".into(),
+    }
+}
+
+pub fn is_dpop_scheme(s: &Source) -> bool {
+    matches!(s, Source::Header { name, prefix }
+        if name == "authorization" && prefix.eq_ignore_ascii_case("DPoP "))
 }
 
 fn valid_scope(s: &str) -> bool {

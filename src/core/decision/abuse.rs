@@ -252,6 +252,7 @@ mod tests {
                 path,
                 headers: &headers,
                 client_ip: Some(ip),
+                client_cert: None,
             };
             // As the gate does: decide, then charge a failure once.
             let d = decide(&mut env, &incoming);
@@ -373,6 +374,8 @@ mod tests {
             query: None,
             headers: &[],
             client_ip: Some("10.0.0.1".parse().unwrap()),
+            raw_path: "/",
+            client_cert: None,
         };
         let outcomes: Vec<Option<Reason>> = (0..5)
             .map(|_| reason(&count_failure(&env, &req, bad.clone())))

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::core::config::model::{Auth, Config, Provider, Rule};
+use crate::core::config::rule::is_dpop_scheme;
 use crate::core::denial::{Denial, Reason};
 use crate::core::keys::jwk_set::KeySet;
 use crate::core::keys::state::KeyState;
@@ -18,6 +19,7 @@ use crate::core::token::cache::Verified;
 use crate::core::token::jws::{self, Token};
 use crate::core::token::{access, claims};
 
+use super::binding;
 use super::env::Env;
 use super::halt::Halt;
 use super::identity::{Identity, Verification};
@@ -27,6 +29,21 @@ use super::signature;
 /// A verified identity, or `None` when an optional rule got no token. `d` records what the
 /// log needs as it becomes known (provider, and who an unverified token claims to be).
 pub fn authenticate<'c, 'r>(
+    env: &mut Env<'c>,
+    rule: &'c Rule,
+    req: &Request<'r>,
+    d: &mut Decision,
+) -> Result<Option<Identity<'c, 'r>>, Halt> {
+    let identity = identify(env, rule, req, d)?;
+    if let Some(id) = &identity {
+        binding::check(env, req, id, d)?;
+    }
+    Ok(identity)
+}
+
+/// The token, verified now or taken from the cache; its binding is checked by the caller
+/// either way, since it depends on this request.
+fn identify<'c, 'r>(
     env: &mut Env<'c>,
     rule: &'c Rule,
     req: &Request<'r>,
@@ -133,7 +150,7 @@ fn from_cache(env: &mut Env<'_>, rule: &Rule, source: &Source, token: &str) -> O
     let cache = env.cache.as_deref_mut()?;
     let hit = cache.get(token, env.now)?;
     let usable = rule.providers.contains(&hit.provider)
-        && env.config.providers[hit.provider].from.contains(source)
+        && reads(&env.config.providers[hit.provider], source)
         && matches!(env.keys.keys(hit.provider),
                     KeyState::Ready(set) if set.has_fingerprint(hit.key));
     usable.then(|| hit.clone())
@@ -152,12 +169,18 @@ fn choose_provider(
         .copied()
         .find(|&p| {
             let prov = &cfg.providers[p];
-            Some(prov.issuer.as_str()) == iss && prov.from.contains(source)
+            Some(prov.issuer.as_str()) == iss && reads(prov, source)
         })
         .ok_or(Denial::new(
             Reason::WrongIssuer,
             "no provider of this rule has the token's issuer and source",
         ))
+}
+
+/// Whether the provider takes tokens from `source`: its `from`, and the `DPoP` scheme (the
+/// binding stage refuses it when the provider's `dpop` is disabled).
+fn reads(p: &Provider, source: &Source) -> bool {
+    p.from.contains(source) || is_dpop_scheme(source)
 }
 
 /// Stage: the provider's key set, or a wait for its first fetch.

@@ -36,6 +36,8 @@ pub struct Incoming<'r> {
     pub headers: &'r Headers,
     /// The downstream address without its port, when something keys on it.
     pub client_ip: Option<&'r str>,
+    /// The client certificate's SHA-256 thumbprint, base64url (see `Request::client_cert`).
+    pub client_cert: Option<&'r str>,
 }
 
 /// A request's inputs, owned, so a parked request can be decided again later.
@@ -46,6 +48,8 @@ pub struct SavedRequest {
     pub headers: Vec<(String, String)>,
     /// Read only when something keys on it.
     pub client_ip: Option<String>,
+    /// Read only when a provider may need it (certificate-bound tokens).
+    pub client_cert: Option<String>,
 }
 
 impl SavedRequest {
@@ -55,6 +59,7 @@ impl SavedRequest {
             path: &self.path,
             headers: &self.headers,
             client_ip: self.client_ip.as_deref(),
+            client_cert: self.client_cert.as_deref(),
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod abuse;
 pub mod authenticate;
 pub mod authorize;
+pub mod binding;
 pub mod env;
 pub mod halt;
 pub mod identity;

@@ -86,6 +86,8 @@ fn request<'r>(
             incoming.headers,
             env.config.xff_trusted_hops,
         ),
+        raw_path: incoming.path,
+        client_cert: incoming.client_cert,
     }
 }
 
@@ -404,6 +406,7 @@ mod tests {
                 path,
                 headers: &headers,
                 client_ip: ip,
+                client_cert: None,
             };
             decide(&mut env, &incoming)
         }

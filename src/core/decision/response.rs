@@ -1,5 +1,6 @@
 //! Denial responses exactly as SPEC.md's table lists them (RFC 6750 §3).
 
+use crate::core::config::model::{Config, DpopChallenge};
 use crate::core::denial::{Class, Reason};
 use crate::core::ratelimit::bucket::LimitState;
 
@@ -10,7 +11,49 @@ pub struct Response {
     pub body: String,
 }
 
-fn challenge(realm: Option<&str>, params: &[(&str, &str)]) -> String {
+/// What the `WWW-Authenticate` challenges of a rule's denials say: the realm, and the `DPoP`
+/// scheme when a provider of the rule accepts it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Challenge<'a> {
+    pub realm: Option<&'a str>,
+    pub dpop: Option<DpopChallenge>,
+}
+
+impl<'a> Challenge<'a> {
+    /// The challenge for a decision under `rule` (`None`: the default rule).
+    pub fn of(config: &'a Config, rule: Option<usize>) -> Challenge<'a> {
+        Challenge {
+            realm: config.realm.as_deref(),
+            dpop: config.dpop_challenge(rule),
+        }
+    }
+
+    /// The challenges to send: `Bearer`, and `DPoP` (with `algs`) when a provider accepts it;
+    /// only `DPoP` when every provider requires it or the proof failed.
+    fn headers(&self, params: &[(&str, &str)], dpop_only: bool) -> Vec<String> {
+        let mut out = Vec::with_capacity(2);
+        let only = dpop_only || self.dpop.as_ref().is_some_and(|d| d.only);
+        if !only {
+            out.push(scheme("Bearer", self.realm, params));
+        }
+        if only || self.dpop.is_some() {
+            let mut with_algs = params.to_vec();
+            if let Some(d) = &self.dpop {
+                with_algs.push(("algs", &d.algs));
+            }
+            out.push(scheme("DPoP", self.realm, &with_algs));
+        }
+        out
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Challenge<'a> {
+    fn from(realm: Option<&'a str>) -> Challenge<'a> {
+        Challenge { realm, dpop: None }
+    }
+}
+
+fn scheme(name: &str, realm: Option<&str>, params: &[(&str, &str)]) -> String {
     let mut parts: Vec<String> = Vec::new();
     if let Some(r) = realm {
         parts.push(format!("realm=\"{r}\""));
@@ -19,10 +62,14 @@ fn challenge(realm: Option<&str>, params: &[(&str, &str)]) -> String {
         parts.push(format!("{k}=\"{v}\""));
     }
     if parts.is_empty() {
-        "Bearer".to_owned()
+        name.to_owned()
     } else {
-        format!("Bearer {}", parts.join(", "))
+        format!("{name} {}", parts.join(", "))
     }
+}
+
+fn challenge(realm: Option<&str>, params: &[(&str, &str)]) -> String {
+    scheme("Bearer", realm, params)
 }
 
 /// The `RateLimit-*` fields (draft-ietf-httpapi-ratelimit-headers) for one limit's state; sent
@@ -36,51 +83,47 @@ pub fn rate_headers(state: &LimitState) -> [(&'static str, String); 3] {
 }
 
 /// `retry_after_s` is used for 503 and 429; `rate` adds the `RateLimit-*` fields.
-pub fn denial(
-    realm: Option<&str>,
+pub fn denial<'a>(
+    challenge_of: impl Into<Challenge<'a>>,
     reason: Reason,
     scope: Option<&str>,
     retry_after_s: u64,
     rate: Option<&LimitState>,
 ) -> Response {
+    let ch: Challenge<'a> = challenge_of.into();
+    let realm = ch.realm;
     let mut headers = vec![("content-type", "application/json".to_owned())];
-    match reason.class() {
-        Class::NoCredentials => headers.push(("www-authenticate", challenge(realm, &[]))),
-        Class::InvalidToken => headers.push((
-            "www-authenticate",
-            challenge(
-                realm,
-                &[
-                    ("error", "invalid_token"),
-                    ("error_description", reason.description()),
-                ],
-            ),
-        )),
-        Class::InsufficientScope => headers.push((
-            "www-authenticate",
-            challenge(
-                realm,
-                &[
-                    ("error", "insufficient_scope"),
-                    ("scope", scope.unwrap_or_default()),
-                ],
-            ),
-        )),
+    let challenges = match reason.class() {
+        Class::NoCredentials => ch.headers(&[], false),
+        Class::InvalidToken => ch.headers(
+            &[
+                ("error", "invalid_token"),
+                ("error_description", reason.description()),
+            ],
+            false,
+        ),
+        Class::InvalidDpopProof => ch.headers(&[("error", "invalid_dpop_proof")], true),
+        Class::InsufficientScope => vec![challenge(
+            realm,
+            &[
+                ("error", "insufficient_scope"),
+                ("scope", scope.unwrap_or_default()),
+            ],
+        )],
         Class::Unavailable | Class::RateLimited => {
-            headers.push(("retry-after", retry_after_s.max(1).to_string()))
+            headers.push(("retry-after", retry_after_s.max(1).to_string()));
+            Vec::new()
         }
-        Class::InvalidRequest => headers.push((
-            "www-authenticate",
-            challenge(
-                realm,
-                &[
-                    ("error", "invalid_request"),
-                    ("error_description", reason.description()),
-                ],
-            ),
-        )),
-        Class::Forbidden | Class::BadRequest => {}
-    }
+        Class::InvalidRequest => vec![challenge(
+            realm,
+            &[
+                ("error", "invalid_request"),
+                ("error_description", reason.description()),
+            ],
+        )],
+        Class::Forbidden | Class::BadRequest => Vec::new(),
+    };
+    headers.extend(challenges.into_iter().map(|c| ("www-authenticate", c)));
     if let Some(state) = rate {
         headers.extend(rate_headers(state));
     }

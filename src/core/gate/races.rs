@@ -88,6 +88,7 @@ fn request(kid: &str) -> SavedRequest {
         path: "/x".into(),
         headers: vec![("authorization".into(), format!("Bearer {token}"))],
         client_ip: None,
+        client_cert: None,
     }
 }
 

@@ -142,6 +142,8 @@ impl Gate {
     /// the SDK delivers an HTTP call's answer to the context that made it, and only the root
     /// context outlives every request, so the next tick starts it. Hands the waiter back when
     /// there is nothing to wait for or the room is full; the caller then decides again.
+    // The refused waiter is handed back to be answered at once; it is moved, never copied.
+    #[allow(clippy::result_large_err)]
     fn park(&mut self, waiter: Waiter, refetch: bool, now_ms: u64) -> Result<(), Waiter> {
         let provider = waiter.provider;
         if self.room.is_full() {

@@ -53,6 +53,8 @@ impl WaitingRoom {
     }
 
     /// Parks `w`, or hands it back when the room is full.
+    // A full room hands the waiter back to be answered at once; it is moved, never copied.
+    #[allow(clippy::result_large_err)]
     pub fn park(&mut self, w: Waiter) -> Result<(), Waiter> {
         if self.is_full() {
             return Err(w);

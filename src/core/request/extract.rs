@@ -116,6 +116,8 @@ mod tests {
             query,
             headers,
             client_ip: None,
+            raw_path: "/",
+            client_cert: None,
         }
     }
 

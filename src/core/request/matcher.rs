@@ -157,6 +157,8 @@ mod tests {
             query: None,
             headers,
             client_ip: None,
+            raw_path: path,
+            client_cert: None,
         }
     }
 

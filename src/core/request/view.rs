@@ -14,6 +14,11 @@ pub struct Request<'a> {
     pub headers: &'a Headers,
     /// The client address (see `client_address`), when an `ip` rule or key needs it.
     pub client_ip: Option<IpAddr>,
+    /// `:path` as received, query included (DPoP's `htu` is compared with it).
+    pub raw_path: &'a str,
+    /// The downstream TLS client certificate's SHA-256 thumbprint (base64url of the DER's
+    /// digest, RFC 8705 section 3.1), when the connection presented one.
+    pub client_cert: Option<&'a str>,
 }
 
 impl<'a> Request<'a> {
@@ -56,9 +61,44 @@ pub fn strip_port(address: &str) -> &str {
     }
 }
 
+/// RFC 8705's `x5t#S256` form (base64url of the 32-byte digest) of Envoy's
+/// `connection.sha256_peer_certificate_digest` (the same digest in hex). `None` unless it is
+/// exactly 64 hex digits.
+pub fn cert_thumbprint_from_hex(hex: &str) -> Option<String> {
+    use base64::Engine;
+    if hex.len() != 64 {
+        return None;
+    }
+    let nibble = |b: u8| (b as char).to_digit(16);
+    let mut digest = Vec::with_capacity(32);
+    for pair in hex.as_bytes().chunks_exact(2) {
+        let (hi, lo) = (nibble(*pair.first()?)?, nibble(*pair.get(1)?)?);
+        digest.push(u8::try_from(hi * 16 + lo).ok()?);
+    }
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_digests_become_x5t_s256() {
+        // SHA-256 of the empty string, hex and base64url.
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let want = Some("47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU".to_owned());
+        assert_eq!(cert_thumbprint_from_hex(hex), want);
+        assert_eq!(cert_thumbprint_from_hex(&hex.to_uppercase()), want);
+        for bad in [
+            "",
+            "e3",
+            &hex[1..],
+            &format!("{}zz", &hex[2..]),
+            &format!("{hex}00"),
+        ] {
+            assert_eq!(cert_thumbprint_from_hex(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn ports_are_stripped() {

@@ -1,9 +1,7 @@
 //! Access tokens only (SPEC "Access tokens only", RFC 9068, RFC 8725 section 3.11): an ID
-//! token or any other JWT the IdP signs with the same keys must not open an API. Also refuses
-//! sender-constrained tokens, which this release cannot verify: accepting one as a plain
-//! bearer token would undo the binding.
-
-use serde_json::Value;
+//! token or any other JWT the IdP signs with the same keys must not open an API.
+//! Sender-constrained tokens (`cnf`) are checked later, against the request (`dpop`, and the
+//! client certificate), by the authentication stage.
 
 use crate::core::denial::{Denial, Reason};
 use crate::core::token::jws::{Token, Typ};
@@ -21,19 +19,6 @@ pub fn check(token: &Token<'_>, require_at_jwt: bool) -> Result<(), Denial> {
     if token.claims.contains_key("nonce") || token.claims.contains_key("at_hash") {
         return deny("carries nonce or at_hash: an ID token");
     }
-    let cnf = token.claims.get("cnf").and_then(Value::as_object);
-    if cnf.is_some_and(|c| c.contains_key("jkt")) {
-        return Err(Denial::new(
-            Reason::DpopBound,
-            "DPoP-bound token (cnf.jkt) without a DPoP proof",
-        ));
-    }
-    if cnf.is_some_and(|c| c.contains_key("x5t#S256")) {
-        return Err(Denial::new(
-            Reason::CertificateMismatch,
-            "certificate-bound token (cnf.x5t#S256) and no client certificate was checked",
-        ));
-    }
     Ok(())
 }
 
@@ -47,7 +32,7 @@ mod tests {
     use crate::core::token::jws;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn token(header: Value, claims: Value) -> String {
         let b = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
@@ -111,19 +96,14 @@ mod tests {
     }
 
     #[test]
-    fn id_token_claims_and_bound_tokens_are_refused() {
+    fn id_token_claims_are_refused_and_bound_tokens_left_to_the_binding_checks() {
         let h = json!({"alg": "RS256"});
         for c in [json!({"nonce": "n"}), json!({"at_hash": "x"})] {
             assert_eq!(verdict(h.clone(), c, false), Some(Reason::NotAccessToken));
         }
         let dpop = json!({"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}});
-        assert_eq!(verdict(h.clone(), dpop, false), Some(Reason::DpopBound));
+        assert_eq!(verdict(h.clone(), dpop, false), None);
         let mtls = json!({"cnf": {"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}});
-        assert_eq!(
-            verdict(h.clone(), mtls, false),
-            Some(Reason::CertificateMismatch)
-        );
-        // A `cnf` with neither member binds nothing.
-        assert_eq!(verdict(h, json!({"cnf": {"kid": "x"}}), false), None);
+        assert_eq!(verdict(h, mtls, false), None);
     }
 }
