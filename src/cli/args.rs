@@ -16,6 +16,8 @@ pub struct Explain {
     pub now: Option<u64>,
     /// The downstream address, for `ip` rules and keys (default: none, as if unknown).
     pub client_ip: Option<String>,
+    /// `--scheme DPoP`: the token goes in `Authorization` under this scheme.
+    pub scheme: Option<String>,
     pub json: bool,
 }
 
@@ -45,6 +47,7 @@ impl Explain {
                     )
                 }
                 Long("client-ip") => a.client_ip = Some(value(&mut p)?),
+                Long("scheme") => a.scheme = Some(value(&mut p)?),
                 Long("json") => a.json = true,
                 Value(v) => return Err(format!("unexpected argument {v:?}")),
                 other => return Err(other.unexpected().to_string()),

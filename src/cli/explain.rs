@@ -105,6 +105,10 @@ fn request(config: &Config, a: &Explain, token: &str) -> (String, Vec<(String, S
     if placed {
         return (path, headers);
     }
+    if let Some(scheme) = &a.scheme {
+        headers.push(("authorization".into(), format!("{scheme} {token}")));
+        return (path, headers);
+    }
     match config.providers.first().and_then(|p| p.from.first()) {
         Some(Source::Query(name)) => {
             let sep = if path.contains('?') { '&' } else { '?' };

@@ -40,7 +40,7 @@ pub const USAGE: &str = "usage:
   okta-jwt validate CONFIG
   okta-jwt explain --config CONFIG (--token T | --token-file F) [--method M] [--path P]
                    [--header \"Name: value\"]... [--jwks FILE | --jwks PROVIDER=FILE]...
-                   [--now UNIX_SECONDS] [--client-ip ADDRESS] [--json]
+                   [--now UNIX_SECONDS] [--client-ip ADDRESS] [--scheme DPoP] [--json]
   okta-jwt decode TOKEN";
 
 /// Runs `okta-jwt` with its arguments (without the program name).

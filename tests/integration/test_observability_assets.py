@@ -350,7 +350,8 @@ def test_the_rule_tests_use_the_series_envoy_exposes(envoy_stats):
 EXAMPLES = REPO / "docs" / "examples" / "troubleshooting"
 CLI_RUN_TIMEOUT_S = 30
 # Reasons whose explain session cannot end in that denial, and why.
-NOT_REPLAYABLE = {"rate_limited": "explain starts with full buckets, like a fresh Envoy"}
+NOT_REPLAYABLE = {"rate_limited": "explain starts with full buckets, like a fresh Envoy",
+                  "dpop_replay_full": "explain starts with an empty DPoP replay record"}
 
 
 def guide_text() -> str:
