@@ -68,7 +68,7 @@ fn identify<'c, 'r>(
         }));
     }
     let cfg: &'c Config = env.config;
-    let parsed = d.step("jws", jws::parse(&token))?;
+    let parsed = d.step("jws", parse(&token, source))?;
     d.kid = parsed.kid.clone();
     d.alg = Some(parsed.alg.as_str());
     let provider = d.step("provider", choose_provider(cfg, rule, &parsed, source))?;
@@ -124,6 +124,14 @@ fn check_claims(
         d.identity_verified = false;
     }
     checked
+}
+
+/// Stage: the compact JWS; a header value that is several tokens joined is refused as such.
+fn parse<'t>(token: &'t str, source: &Source) -> Result<Token<'t>, Denial> {
+    jws::parse(token).map_err(|e| match extract::holds_several(source, token) {
+        true => Denial::new(Reason::MultipleTokens, "more than one token in the request"),
+        false => e,
+    })
 }
 
 /// Stage: the one token the rule's sources hold.

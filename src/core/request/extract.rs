@@ -63,14 +63,10 @@ pub enum Found<'c, 'r> {
 /// How many tokens `source` holds (counting stops at two).
 fn count(source: &Source, req: &Request<'_>) -> usize {
     match source {
-        // Envoy joins repeated headers with `,`, which no token contains: each part counts.
+        // Repeated headers that Envoy joined into one value are found by `holds_several`.
         Source::Header { name, prefix } => req
             .header_values(name)
-            .flat_map(|v| v.split(','))
-            .filter(|part| {
-                strip_prefix_ignore_case(part.trim_start(), prefix)
-                    .is_some_and(|t| !t.trim().is_empty())
-            })
+            .filter(|v| strip_prefix_ignore_case(v, prefix).is_some_and(|t| !t.trim().is_empty()))
             .take(2)
             .count(),
         Source::Query(name) => req.query.map_or(0, |q| query::count_param(q, name, 2)),
@@ -84,15 +80,51 @@ fn count(source: &Source, req: &Request<'_>) -> usize {
 /// The one token the sources hold, if exactly one.
 pub fn extract_one<'c, 'r>(sources: &'c [Source], req: &Request<'r>) -> Found<'c, 'r> {
     let mut total = 0;
+    let mut found = None;
     for source in sources {
-        total += count(source, req);
+        // Headers in one pass: the common source, on every request.
+        if let Source::Header { name, prefix } = source {
+            for value in req.header_values(name) {
+                let Some(token) = strip_prefix_ignore_case(value, prefix).map(str::trim) else {
+                    continue;
+                };
+                if token.is_empty() {
+                    continue;
+                }
+                total += 1;
+                if total > 1 {
+                    return Found::Several;
+                }
+                found = Some(Extracted {
+                    token: Cow::Borrowed(token),
+                    source,
+                });
+            }
+            continue;
+        }
+        let n = count(source, req);
+        if n == 0 {
+            continue;
+        }
+        total += n;
         if total > 1 {
             return Found::Several;
         }
+        found = from_source(source, req).map(|token| Extracted { token, source });
     }
-    match extract(sources, req) {
-        Some(one) => Found::One(one),
-        None => Found::Nothing,
+    found.map_or(Found::Nothing, Found::One)
+}
+
+/// Whether a token taken from a header is really several: Envoy joins repeated headers with
+/// `,` (no token contains one), so `Bearer a,Bearer b` is two. Asked only of a token that is
+/// not a good JWS, so the common request never scans its token for commas.
+pub fn holds_several(source: &Source, token: &str) -> bool {
+    match source {
+        Source::Header { prefix, .. } => token
+            .split(',')
+            .skip(1)
+            .any(|part| strip_prefix_ignore_case(part.trim_start(), prefix).is_some()),
+        Source::Query(_) | Source::Cookie(_) => false,
     }
 }
 

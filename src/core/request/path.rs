@@ -111,6 +111,10 @@ pub fn normalize(raw: &str, params: PathParameters) -> Result<RequestPath<'_>, P
 /// Refuses or removes `;` parameters. `Some` is the path without them, when there were any.
 fn strip_parameters(path: &str, params: PathParameters) -> Result<Option<String>, PathError> {
     let bytes = path.as_bytes();
+    // One pass for the common case: most paths have neither `;` nor `%`.
+    if !bytes.iter().any(|&b| b == b';' || b == b'%') {
+        return Ok(None);
+    }
     // An encoded `;` is ambiguous in either mode: some upstreams decode it into a delimiter.
     if bytes
         .windows(3)
