@@ -9,11 +9,15 @@
   (src/shell/metrics.rs names the stats, src/core/denial.rs the reasons) and from a real Envoy
   (the session stack's /stats and /stats/prometheus, with the stats_tags of
   envoy-stats-tags.yml).
+- A real Prometheus scrapes the session's Envoy with the rules loaded: every dashboard query
+  runs on what it scraped (and the ones that plot traffic have data), every rule evaluates
+  without error, and the alerts for the stack's `broken` provider (whose key URI answers 404)
+  fire, naming that provider and no other.
 - The runbook links of the alerts lead to sections of docs/troubleshooting.md, which has one
   section per reason code.
 
-`promtool` comes with Debian's `prometheus` package (.ci/run installs it); without it the tests
-that need it are skipped, saying so.
+`promtool` and `prometheus` come with Debian's `prometheus` package (.ci/run installs it);
+without them the tests that need them are skipped, saying so.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 import harness
@@ -343,6 +348,113 @@ def test_the_rule_tests_use_the_series_envoy_exposes(envoy_stats):
         for label, value in labels.items():
             if label in ("reason", "class"):
                 check_value(series, family, label, "=", value)
+
+
+# --- a real Prometheus -------------------------------------------------------------------------
+
+PROMETHEUS_WAIT_S = 60  # scrapes and evaluations every second; a loaded machine may lag
+# Dashboard queries that plot traffic or state, which must have data once traffic was sent.
+# The others (rate limits, cache hits ...) are checked to run: this traffic may leave them 0.
+MUST_HAVE_DATA = ("Allowed and denied requests", "Denied by reason", "Denied share (5m)",
+                  "Denials by reason in the time range", "Decision time", "Key set age",
+                  "Seconds until the keys go stale", "Usable keys")
+
+
+class Prometheus:
+    def __init__(self, url: str):
+        self.url = url
+        self.http = requests.Session()
+        self.http.trust_env = False
+
+    def api(self, path: str, **params) -> dict:
+        r = self.http.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
+        body = r.json()
+        assert body.get("status") == "success", f"{path} {params}: {body}"
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict]:
+        return self.api("query", query=expr)["result"]
+
+
+@pytest.fixture(scope="module")
+def prometheus(stack, tmp_path_factory) -> Prometheus:
+    """Prometheus scraping the session Envoy's /stats/prometheus every second, with the rules."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus not installed (Debian package prometheus; .ci/run installs it)")
+    workdir = tmp_path_factory.mktemp("prometheus")
+    shutil.copy(RULES, workdir / RULES.name)
+    target = stack.admin_url.split("://", 1)[1]
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [RULES.name],
+        "scrape_configs": [{"job_name": "envoy", "metrics_path": "/stats/prometheus",
+                            "static_configs": [{"targets": [target]}]}]}))
+    port = harness.free_port()
+    proc = harness.Process("prometheus", [binary, f"--config.file={workdir / 'prometheus.yml'}",
+                                          f"--storage.tsdb.path={workdir / 'data'}",
+                                          f"--web.listen-address=127.0.0.1:{port}"], workdir)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        harness.wait_until(lambda: harness.http_status(f"{url}/-/ready") == 200,
+                           PROMETHEUS_WAIT_S, "Prometheus to be ready", abort=proc.exit_reason)
+        prom = Prometheus(url)
+        # Traffic must come after the first scrape, or every sample holds the same values.
+        harness.wait_until(lambda: prom.query('up{job="envoy"} == 1'), PROMETHEUS_WAIT_S,
+                           "Prometheus's first scrape of Envoy", abort=proc.exit_reason)
+        yield prom
+    finally:
+        proc.stop()
+
+
+@pytest.mark.local_only
+def test_prometheus_scrapes_envoy_and_the_dashboard_queries_have_data(prometheus, envoy, idp):
+    targets = prometheus.api("targets")["activeTargets"]
+    assert [(t["health"], t["lastError"]) for t in targets] == [("up", "")], targets
+    for _ in range(5):
+        assert envoy.get("/api/orders", idp.mint()).status == 200
+        assert envoy.get("/api/orders").status == 401
+    harness.wait_until(lambda: prometheus.query("increase(okta_jwt_allowed[1m]) > 0"),
+                       PROMETHEUS_WAIT_S, "a scrape after the traffic")
+    # Envoy publishes histograms at its stats flush (every 5 s).
+    harness.wait_until(lambda: prometheus.query("rate(okta_jwt_decision_time_us_count[1m]) > 0"),
+                       PROMETHEUS_WAIT_S, "decision times in Prometheus")
+    for where, expr, _ in dashboard_queries():
+        result = prometheus.query(substitute_grafana_variables(expr))
+        if any(f"{title!r}" in where for title in MUST_HAVE_DATA):
+            assert result, f"{where}: no data for {expr}"
+            values = [float(r["value"][1]) for r in result]
+            assert not any(v != v for v in values), f"{where}: NaN in {result}"
+    by_reason = prometheus.query(
+        substitute_grafana_variables(next(e for w, e, _ in dashboard_queries()
+                                          if "'Denied by reason'" in w)))
+    assert "missing_token" in {r["metric"]["reason"] for r in by_reason}, by_reason
+
+
+@pytest.mark.local_only
+def test_the_rules_evaluate_and_the_broken_provider_alerts(prometheus, envoy, idp):
+    assert envoy.get("/broken", idp.mint(server="broken")).status == 503
+    groups = prometheus.api("rules")["groups"]
+    loaded = {r["name"]: r for g in groups for r in g["rules"]}
+    assert set(loaded) == {r["alert"] for r in rules()}, sorted(loaded)
+
+    def alerts() -> list[dict] | None:
+        found = prometheus.api("alerts")["alerts"]
+        names = {a["labels"]["alertname"] for a in found}
+        wanted = {"OktaJwtNoSigningKeys", "OktaJwtRequestsRefusedWithoutKeys"}
+        return found if wanted <= names else None
+
+    found = harness.wait_until(alerts, PROMETHEUS_WAIT_S, "the broken provider's alerts")
+    for r in loaded.values():
+        assert r["health"] == "ok", f"{r['name']}: {r.get('lastError')}"
+    for a in found:
+        # Pending alerts of healthy providers are allowed: a key set is stale for the moment
+        # its routine refresh takes, which is what the rule's `for` is there for.
+        if a["state"] == "firing":
+            assert a["labels"].get("provider", "broken") == "broken", f"firing: {a}"
+    no_keys = [a for a in found if a["labels"]["alertname"] == "OktaJwtNoSigningKeys"]
+    assert [a["labels"]["provider"] for a in no_keys] == ["broken"], no_keys
+    assert no_keys[0]["annotations"]["runbook"] == "docs/troubleshooting.md#jwks_unavailable"
 
 
 # --- the troubleshooting guide -----------------------------------------------------------------
