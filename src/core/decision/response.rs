@@ -195,6 +195,68 @@ mod tests {
         assert_eq!(header(&r, "www-authenticate"), None);
     }
 
+    fn www(r: &Response) -> Vec<&str> {
+        r.headers
+            .iter()
+            .filter(|(n, _)| *n == "www-authenticate")
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn dpop(only: bool) -> Challenge<'static> {
+        Challenge {
+            realm: Some("api"),
+            dpop: Some(DpopChallenge {
+                algs: "RS256 ES256".into(),
+                only,
+            }),
+        }
+    }
+
+    #[test]
+    fn dpop_challenges_follow_the_rules_modes() {
+        let r = denial(dpop(false), Reason::MissingToken, None, 0, None);
+        assert_eq!(
+            www(&r),
+            [
+                r#"Bearer realm="api""#,
+                r#"DPoP realm="api", algs="RS256 ES256""#
+            ]
+        );
+        let r = denial(dpop(true), Reason::MissingToken, None, 0, None);
+        assert_eq!(www(&r), [r#"DPoP realm="api", algs="RS256 ES256""#]);
+        let r = denial(dpop(true), Reason::DpopUnbound, None, 0, None);
+        assert_eq!(
+            www(&r),
+            [
+                r#"DPoP realm="api", error="invalid_token", error_description="The access token is invalid", algs="RS256 ES256""#
+            ]
+        );
+        // A refused proof is answered with the DPoP challenge only, even where Bearer is allowed.
+        for ch in [dpop(false), dpop(true)] {
+            let r = denial(ch, Reason::InvalidDpopProof, None, 0, None);
+            assert_eq!(r.status, 401);
+            assert_eq!(
+                www(&r),
+                [r#"DPoP realm="api", error="invalid_dpop_proof", algs="RS256 ES256""#]
+            );
+            assert!(
+                r.body.contains(r#""error":"invalid_dpop_proof""#),
+                "{}",
+                r.body
+            );
+        }
+        // Scope and request errors stay Bearer; a full replay record is a 503.
+        let r = denial(dpop(true), Reason::InsufficientScope, Some("s"), 0, None);
+        assert_eq!(
+            www(&r),
+            [r#"Bearer realm="api", error="insufficient_scope", scope="s""#]
+        );
+        let r = denial(dpop(true), Reason::DpopReplayFull, None, 7, None);
+        assert_eq!((r.status, www(&r).len()), (503, 0));
+        assert_eq!(header(&r, "retry-after"), Some("7"));
+    }
+
     #[test]
     fn rate_limited_carries_retry_after_and_ratelimit_fields() {
         let state = LimitState {

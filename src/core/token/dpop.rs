@@ -215,3 +215,320 @@ pub fn normalize_uri(uri: &str) -> Option<String> {
     let path = if path.is_empty() { "/" } else { path };
     Some(format!("{scheme}://{authority}{path}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::crypto::pure::PureVerifier;
+    use rsa::pkcs1v15::SigningKey;
+    use rsa::rand_core::{CryptoRng, RngCore};
+    use rsa::signature::{SignatureEncoding, Signer};
+    use rsa::traits::PublicKeyParts;
+    use serde_json::json;
+    use std::sync::OnceLock;
+
+    const NOW: u64 = 1_700_000_000;
+    const URL: &str = "https://api.example.com/orders/7";
+    const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln";
+
+    /// splitmix64: deterministic, claimed cryptographic only so `rsa` generates a test key.
+    struct TestRng(u64);
+    impl RngCore for TestRng {
+        fn next_u32(&mut self) -> u32 {
+            self.next_u64() as u32
+        }
+        fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for chunk in dest.chunks_mut(8) {
+                let v = self.next_u64().to_le_bytes();
+                chunk.copy_from_slice(&v[..chunk.len()]);
+            }
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+    impl CryptoRng for TestRng {}
+
+    struct Holder {
+        key: rsa::RsaPrivateKey,
+        jwk: Value,
+        jkt: String,
+    }
+
+    fn holder(seed: u64) -> Holder {
+        let key = rsa::RsaPrivateKey::new(&mut TestRng(seed), 2048).unwrap();
+        let jwk = json!({
+            "kty": "RSA",
+            "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+            "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+        });
+        let jkt = thumbprint::sha256(jwk.as_object().unwrap()).unwrap();
+        Holder { key, jwk, jkt }
+    }
+
+    fn alice() -> &'static Holder {
+        static H: OnceLock<Holder> = OnceLock::new();
+        H.get_or_init(|| holder(1))
+    }
+
+    fn bob() -> &'static Holder {
+        static H: OnceLock<Holder> = OnceLock::new();
+        H.get_or_init(|| holder(2))
+    }
+
+    fn b64(v: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    /// A proof by `h` with the standard header and claims, changed by `header` and `claims`
+    /// (a null member is removed).
+    fn proof(h: &Holder, header: Value, claims: Value) -> String {
+        let mut hd = json!({"typ": "dpop+jwt", "alg": "RS256", "jwk": h.jwk});
+        let mut cl = json!({"htm": "GET", "htu": URL, "iat": NOW, "jti": "j1", "ath": ath(TOKEN)});
+        for (base, over) in [(&mut hd, header), (&mut cl, claims)] {
+            for (k, v) in over.as_object().unwrap() {
+                match v {
+                    Value::Null => base.as_object_mut().unwrap().remove(k),
+                    _ => base.as_object_mut().unwrap().insert(k.clone(), v.clone()),
+                };
+            }
+        }
+        let input = format!("{}.{}", b64(&hd), b64(&cl));
+        let sig = SigningKey::<rsa::sha2::Sha256>::new(h.key.clone()).sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_vec()))
+    }
+
+    fn expect(jkt: &str) -> Expect<'_> {
+        Expect {
+            algorithms: [Alg::ES256, Alg::RS256].into_iter().collect(),
+            method: "GET",
+            htu: URL,
+            token: TOKEN,
+            jkt,
+            now: NOW,
+            max_age_s: 300,
+            clock_skew_s: 60,
+        }
+    }
+
+    fn verdict(p: &str, e: &Expect<'_>) -> Result<Checked, &'static str> {
+        check(p, &PureVerifier, e).map_err(|d| {
+            assert_eq!(d.reason, Reason::InvalidDpopProof);
+            d.detail
+        })
+    }
+
+    #[test]
+    fn a_valid_proof_passes_and_says_how_long_to_remember_it() {
+        let a = alice();
+        let got = verdict(&proof(a, json!({}), json!({})), &expect(&a.jkt));
+        let want = Checked {
+            jti: "j1".into(),
+            expires: NOW + 300,
+        };
+        assert_eq!(got, Ok(want));
+        // Within the window on both sides, and `htu` with a query, another case or the
+        // default port.
+        for claims in [
+            json!({"iat": NOW - 300}),
+            json!({"iat": NOW + 60}),
+            json!({"htu": format!("{URL}?page=2#top")}),
+            json!({"htu": "HTTPS://API.Example.com:443/orders/7"}),
+        ] {
+            let p = proof(a, json!({}), claims.clone());
+            assert!(verdict(&p, &expect(&a.jkt)).is_ok(), "{claims}");
+        }
+    }
+
+    #[test]
+    fn every_claim_must_match_the_request() {
+        let a = alice();
+        let cases = [
+            (json!({"htm": "POST"}), "htm is not the request method"),
+            (json!({"htm": "get"}), "htm is not the request method"),
+            (json!({"htm": null}), "htm is not the request method"),
+            (
+                json!({"htu": "https://api.example.com/orders/8"}),
+                "htu is not the request URI",
+            ),
+            (
+                json!({"htu": "http://api.example.com/orders/7"}),
+                "htu is not the request URI",
+            ),
+            (
+                json!({"htu": "https://evil.example/orders/7"}),
+                "htu is not the request URI",
+            ),
+            (
+                json!({"htu": "https://api.example.com:8443/orders/7"}),
+                "htu is not the request URI",
+            ),
+            (json!({"htu": "/orders/7"}), "htu is not the request URI"),
+            (json!({"htu": null}), "htu is not the request URI"),
+            (
+                json!({"iat": NOW - 301}),
+                "proof is older than dpop_max_age_s",
+            ),
+            (json!({"iat": NOW + 61}), "iat is in the future"),
+            (
+                json!({"iat": "1700000000"}),
+                "iat is missing or not a non-negative integer",
+            ),
+            (
+                json!({"iat": null}),
+                "iat is missing or not a non-negative integer",
+            ),
+            (
+                json!({"ath": ath("another token")}),
+                "ath is not the hash of the access token",
+            ),
+            (
+                json!({"ath": null}),
+                "ath is not the hash of the access token",
+            ),
+            (json!({"jti": null}), "jti is missing, empty or too long"),
+            (json!({"jti": ""}), "jti is missing, empty or too long"),
+            (
+                json!({"jti": "x".repeat(257)}),
+                "jti is missing, empty or too long",
+            ),
+        ];
+        for (claims, detail) in cases {
+            let p = proof(a, json!({}), claims.clone());
+            assert_eq!(verdict(&p, &expect(&a.jkt)), Err(detail), "{claims}");
+        }
+    }
+
+    #[test]
+    fn the_header_and_key_are_checked() {
+        let a = alice();
+        let mut private = a.jwk.clone();
+        private["d"] = json!("AQAB");
+        let cases = [
+            (json!({"typ": "JWT"}), "proof typ is not dpop+jwt"),
+            (json!({"typ": null}), "proof typ is not dpop+jwt"),
+            (
+                json!({"alg": "none"}),
+                "proof alg is not one of dpop_algorithms",
+            ),
+            (
+                json!({"alg": "HS256"}),
+                "proof alg is not one of dpop_algorithms",
+            ),
+            (
+                json!({"alg": "PS256"}),
+                "proof alg is not one of dpop_algorithms",
+            ),
+            (json!({"alg": "ES256"}), "proof jwk does not fit its alg"),
+            (json!({"jwk": null}), "proof header has no jwk object"),
+            (
+                json!({"jwk": "not an object"}),
+                "proof header has no jwk object",
+            ),
+            (
+                json!({"jwk": private}),
+                "proof jwk holds private key members",
+            ),
+            (
+                json!({"jwk": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}}),
+                "proof jwk is not a usable public key",
+            ),
+            (
+                json!({"jku": "https://evil.example/keys"}),
+                "proof header has a forbidden parameter",
+            ),
+            (
+                json!({"crit": ["x"]}),
+                "proof header has a forbidden parameter",
+            ),
+        ];
+        for (header, detail) in cases {
+            let p = proof(a, header.clone(), json!({}));
+            assert_eq!(verdict(&p, &expect(&a.jkt)), Err(detail), "{header}");
+        }
+    }
+
+    #[test]
+    fn the_key_must_be_the_tokens_and_sign_the_proof() {
+        let (a, b) = (alice(), bob());
+        // Bob's own valid proof for Alice's token.
+        let p = proof(b, json!({}), json!({}));
+        assert_eq!(
+            verdict(&p, &expect(&a.jkt)),
+            Err("the proof's jwk is not the key the token is bound to (cnf.jkt)")
+        );
+        // Alice's key in the header, Bob's signature.
+        let by_bob = proof(b, json!({"jwk": a.jwk}), json!({}));
+        assert_eq!(
+            verdict(&by_bob, &expect(&a.jkt)),
+            Err("the proof's signature does not verify with its jwk")
+        );
+        // A tampered payload.
+        let good = proof(a, json!({}), json!({}));
+        let parts: Vec<&str> = good.split('.').collect();
+        let other =
+            b64(&json!({"htm": "GET", "htu": URL, "iat": NOW, "jti": "j2", "ath": ath(TOKEN)}));
+        let tampered = format!("{}.{}.{}", parts[0], other, parts[2]);
+        assert_eq!(
+            verdict(&tampered, &expect(&a.jkt)),
+            Err("the proof's signature does not verify with its jwk")
+        );
+    }
+
+    #[test]
+    fn malformed_proofs_are_refused_without_panicking() {
+        let a = alice();
+        let e = expect(&a.jkt);
+        let long = "a".repeat(MAX_PROOF_BYTES + 1);
+        for (p, detail) in [
+            ("", "proof is not a compact JWS"),
+            ("a.b", "proof is not a compact JWS"),
+            ("a.b.c.d", "proof is not a compact JWS"),
+            ("!!.e30.sig", "proof header is not base64url JSON"),
+            ("e30.!!.c2ln", "proof payload is not base64url JSON"),
+            ("e30.e30.!!", "proof signature is not base64url"),
+            ("e30.e30.c2ln", "proof typ is not dpop+jwt"),
+            (long.as_str(), "proof longer than 8 KiB"),
+        ] {
+            assert_eq!(verdict(p, &e), Err(detail), "{p:.40}");
+        }
+    }
+
+    #[test]
+    fn uris_normalize_as_rfc_3986_says() {
+        let n = |s: &str| normalize_uri(s);
+        assert_eq!(
+            n("https://A.example/x?q#f").as_deref(),
+            Some("https://a.example/x")
+        );
+        assert_eq!(
+            n("HTTP://a.example:80").as_deref(),
+            Some("http://a.example/")
+        );
+        assert_eq!(
+            n("https://a.example:80/").as_deref(),
+            Some("https://a.example:80/")
+        );
+        assert_eq!(
+            n("https://a.example/A/b").as_deref(),
+            Some("https://a.example/A/b")
+        );
+        for bad in [
+            "ftp://a/",
+            "a.example/x",
+            "https:///x",
+            "https://u@a.example/",
+            "",
+        ] {
+            assert_eq!(n(bad), None, "{bad}");
+        }
+    }
+}
