@@ -180,3 +180,265 @@ fn certificate(req: &Request<'_>, x5t: Option<&Value>) -> Result<(), Denial> {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::compile;
+    use crate::core::config::model::Config;
+    use crate::core::crypto::public_key::PublicKey;
+    use crate::core::crypto::verifier::{SignatureVerifier, Signed};
+    use crate::core::decision::env::Incoming;
+    use crate::core::decision::outcome::Outcome;
+    use crate::core::decision::pipeline::decide;
+    use crate::core::keys::jwk_set::{self, KeySet};
+    use crate::core::keys::state::{KeySource, KeyState};
+    use crate::core::ratelimit::charge::KeyHasher;
+    use crate::core::store::{MemoryStore, SharedStore};
+    use crate::core::test_keys;
+    use crate::core::token::{dpop::ath, replay, thumbprint};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use serde_json::json;
+
+    const NOW: u64 = 1_700_000_000;
+    const ISS: &str = "https://idp.example/oauth2/default";
+
+    /// Accepts exactly the signature bytes "good", for tokens and proofs alike.
+    struct Fake;
+    impl SignatureVerifier for Fake {
+        fn verify(&self, _key: &PublicKey, signed: &Signed<'_>) -> bool {
+            signed.signature == b"good"
+        }
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+    }
+
+    struct Keys(KeySet);
+    impl KeySource for Keys {
+        fn keys(&self, _provider: usize) -> KeyState<'_> {
+            KeyState::Ready(&self.0)
+        }
+        fn unknown_kid_may_wait(&self, _provider: usize) -> bool {
+            false
+        }
+    }
+
+    fn keys() -> Keys {
+        let doc = format!(
+            r#"{{"keys":[{{"kty":"RSA","kid":"k1","n":"{}","e":"AQAB"}}]}}"#,
+            test_keys::RSA_2048_N
+        );
+        Keys(jwk_set::parse(doc.as_bytes()).unwrap().set)
+    }
+
+    fn cfg() -> Config {
+        let p = |extra: Value| {
+            let mut p = json!({"issuer": ISS, "audiences": ["api://default"],
+                               "jwks": {"uri": "https://idp.example/k", "cluster": "idp"}});
+            for (k, v) in extra.as_object().unwrap() {
+                p[k] = v.clone();
+            }
+            p
+        };
+        let rules: Vec<Value> = ["allowed", "required", "disabled", "fwd", "mtls"]
+            .iter()
+            .map(|n| json!({"match": {"prefix": format!("/{n}")}, "providers": [n]}))
+            .collect();
+        let c = json!({
+            "providers": {
+                "allowed": p(json!({"dpop": "allowed"})),
+                "required": p(json!({"dpop": "required"})),
+                "disabled": p(json!({})),
+                "fwd": p(json!({"dpop": "allowed", "forward_token": true})),
+                "mtls": p(json!({"mtls_binding": "required"}))
+            },
+            "rules": rules,
+            "realm": "api"
+        });
+        compile::parse(c.to_string().as_bytes()).unwrap()
+    }
+
+    fn b64(v: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    fn jwk() -> Value {
+        serde_json::from_str(test_keys::RFC7515_A2_JWK).unwrap()
+    }
+
+    fn jkt() -> String {
+        thumbprint::sha256(jwk().as_object().unwrap()).unwrap()
+    }
+
+    fn token(cnf: Value) -> String {
+        let claims = json!({"iss": ISS, "aud": "api://default", "iat": NOW - 5,
+                            "exp": NOW + 3600, "sub": "alice", "cnf": cnf});
+        format!(
+            "{}.{}.Z29vZA",
+            b64(&json!({"alg": "RS256", "kid": "k1"})),
+            b64(&claims)
+        )
+    }
+
+    fn proof(path: &str, token: &str, jti: &str) -> String {
+        let header = json!({"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk()});
+        let claims = json!({"htm": "GET", "htu": format!("https://api.example{path}"),
+                            "iat": NOW, "jti": jti, "ath": ath(token)});
+        format!("{}.{}.Z29vZA", b64(&header), b64(&claims))
+    }
+
+    /// One worker's decision on the shared `store`.
+    fn run(
+        store: &dyn SharedStore,
+        path: &str,
+        headers: &[(&str, &str)],
+        cert: Option<&str>,
+    ) -> Decision {
+        let config = cfg();
+        let keys = keys();
+        let mut env = Env {
+            config: &config,
+            cache: None,
+            keys: &keys,
+            verifier: &Fake,
+            now: NOW,
+            now_ms: NOW * 1000,
+            store: Some(store),
+            limit_hasher: KeyHasher::new(1, 2),
+            trace: false,
+        };
+        let mut all: Vec<(String, String)> = vec![
+            (":scheme".into(), "https".into()),
+            (":authority".into(), "api.example".into()),
+        ];
+        all.extend(headers.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+        let incoming = Incoming {
+            method: "GET",
+            path,
+            headers: &all,
+            client_ip: None,
+            client_cert: cert,
+        };
+        decide(&mut env, &incoming)
+    }
+
+    fn reason(d: &Decision) -> Option<Reason> {
+        match d.outcome {
+            Outcome::Deny { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    fn dpop_run(store: &dyn SharedStore, path: &str, t: &str, p: &str) -> Decision {
+        let auth = format!("DPoP {t}");
+        run(store, path, &[("authorization", &auth), ("dpop", p)], None)
+    }
+
+    #[test]
+    fn scheme_binding_and_mode_decide_together() {
+        let store = MemoryStore::default();
+        let bound = token(json!({"jkt": jkt()}));
+        let unbound = token(json!({}));
+        let bearer = |t: &str| format!("Bearer {t}");
+        // Bound tokens: only under DPoP with a proof, and never where DPoP is disabled.
+        let d = dpop_run(&store, "/allowed", &bound, &proof("/allowed", &bound, "a"));
+        assert!(d.is_allowed(), "{d:?}");
+        assert!(
+            d.ops.contains(&HeaderOp::Remove("dpop".into())),
+            "{:?}",
+            d.ops
+        );
+        let d = dpop_run(&store, "/fwd", &bound, &proof("/fwd", &bound, "f"));
+        assert!(d.is_allowed() && !d.ops.contains(&HeaderOp::Remove("dpop".into())));
+        for path in ["/allowed", "/required", "/disabled"] {
+            let d = run(&store, path, &[("authorization", &bearer(&bound))], None);
+            assert_eq!(reason(&d), Some(Reason::DpopBound), "{path}");
+        }
+        let d = dpop_run(
+            &store,
+            "/disabled",
+            &bound,
+            &proof("/disabled", &bound, "d"),
+        );
+        assert_eq!(reason(&d), Some(Reason::DpopDisabled));
+        // Unbound tokens: as Bearer unless DPoP is required, never under DPoP.
+        let d = run(
+            &store,
+            "/allowed",
+            &[("authorization", &bearer(&unbound))],
+            None,
+        );
+        assert!(d.is_allowed(), "{d:?}");
+        let d = run(
+            &store,
+            "/required",
+            &[("authorization", &bearer(&unbound))],
+            None,
+        );
+        assert_eq!(reason(&d), Some(Reason::DpopUnbound));
+        let d = dpop_run(
+            &store,
+            "/allowed",
+            &unbound,
+            &proof("/allowed", &unbound, "u"),
+        );
+        assert_eq!(reason(&d), Some(Reason::DpopUnbound));
+        // A bound token without a proof, or with a proof for another path.
+        let auth = format!("DPoP {bound}");
+        let d = run(&store, "/required", &[("authorization", &auth)], None);
+        assert_eq!(reason(&d), Some(Reason::InvalidDpopProof));
+        let d = dpop_run(&store, "/required", &bound, &proof("/allowed", &bound, "p"));
+        assert_eq!(reason(&d), Some(Reason::InvalidDpopProof));
+    }
+
+    #[test]
+    fn a_proof_is_admitted_once_across_workers_and_a_refused_one_is_not_recorded() {
+        let store = MemoryStore::default();
+        replay::ensure_records(&store, 0).unwrap();
+        let bound = token(json!({"jkt": jkt()}));
+        let p = proof("/allowed", &bound, "once");
+        // Eight decisions of the same proof on one shared store, as from several workers.
+        let admitted = (0..8)
+            .filter(|_| dpop_run(&store, "/allowed", &bound, &p).is_allowed())
+            .count();
+        assert_eq!(admitted, 1);
+        // A proof failing its htu check does not spend its jti.
+        let wrong = proof("/elsewhere", &bound, "later");
+        let d = dpop_run(&store, "/allowed", &bound, &wrong);
+        assert_eq!(reason(&d), Some(Reason::InvalidDpopProof));
+        let right = proof("/allowed", &bound, "later");
+        assert!(dpop_run(&store, "/allowed", &bound, &right).is_allowed());
+    }
+
+    #[test]
+    fn certificate_bound_tokens_need_the_certificate() {
+        let store = MemoryStore::default();
+        let x5t = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2";
+        let bound = format!("Bearer {}", token(json!({"x5t#S256": x5t})));
+        let unbound = format!("Bearer {}", token(json!({})));
+        let h = |a: &str| vec![("authorization", a.to_owned())];
+        let go = |path: &str, auth: &str, cert: Option<&str>| {
+            let headers = h(auth);
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(a, b)| (*a, b.as_str())).collect();
+            reason(&run(&store, path, &headers, cert))
+        };
+        assert_eq!(go("/disabled", &bound, Some(x5t)), None);
+        assert_eq!(go("/mtls", &bound, Some(x5t)), None);
+        assert_eq!(
+            go("/disabled", &bound, None),
+            Some(Reason::CertificateMismatch)
+        );
+        assert_eq!(
+            go("/disabled", &bound, Some("other")),
+            Some(Reason::CertificateMismatch)
+        );
+        assert_eq!(go("/disabled", &unbound, Some(x5t)), None);
+        assert_eq!(
+            go("/mtls", &unbound, Some(x5t)),
+            Some(Reason::CertificateMismatch)
+        );
+    }
+}
