@@ -1,7 +1,9 @@
 //! The pure-Rust signature path. Used for algorithms Envoy's foreign function cannot do (PSS,
 //! EdDSA) and on hosts that do not offer it at all. RS256/384/512 go through this crate's own
 //! Montgomery verifier (`crypto::rsa`, checked against Wycheproof), several times faster in
-//! wasm than the bignum code under jwt-simple; everything else goes through jwt-simple.
+//! wasm than the bignum code under jwt-simple; ES256, ES384 and EdDSA go to the curve crates
+//! jwt-simple itself uses, on the signing input (jwt-simple parses the header again and cannot
+//! read one holding a `jwk` object, as a DPoP proof's does); PS* go through jwt-simple.
 
 use jwt_simple::prelude::*;
 
@@ -27,6 +29,43 @@ fn options(signed: &Signed<'_>) -> VerificationOptions {
     }
 }
 
+/// ES256, ES384 and EdDSA on `signed.signing_input`; `None` for other algorithms.
+fn curve(key: &PublicKey, signed: &Signed<'_>) -> Option<bool> {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    use sha2::{Digest, Sha256, Sha384};
+    let input = signed.signing_input;
+    let sig = signed.signature;
+    Some(match (&key.material, signed.alg) {
+        (KeyMaterial::Ec { x, y, .. }, Alg::ES256) => {
+            let k = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1(x, y)).ok();
+            let s = p256::ecdsa::Signature::from_slice(sig).ok();
+            matches!((k, s), (Some(k), Some(s))
+                if k.verify_prehash(&Sha256::digest(input), &s).is_ok())
+        }
+        (KeyMaterial::Ec { x, y, .. }, Alg::ES384) => {
+            let k = p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1(x, y)).ok();
+            let s = p384::ecdsa::Signature::from_slice(sig).ok();
+            matches!((k, s), (Some(k), Some(s))
+                if k.verify_prehash(&Sha384::digest(input), &s).is_ok())
+        }
+        (KeyMaterial::Ed25519 { x }, Alg::EdDSA) => {
+            let k = ed25519_compact::PublicKey::from_slice(x).ok();
+            let s = ed25519_compact::Signature::from_slice(sig).ok();
+            matches!((k, s), (Some(k), Some(s)) if k.verify(input, &s).is_ok())
+        }
+        _ => return None,
+    })
+}
+
+/// An uncompressed SEC1 point.
+fn sec1(x: &[u8], y: &[u8]) -> Vec<u8> {
+    let mut point = Vec::with_capacity(1 + x.len() + y.len());
+    point.push(0x04);
+    point.extend_from_slice(x);
+    point.extend_from_slice(y);
+    point
+}
+
 impl SignatureVerifier for PureVerifier {
     fn verify(&self, key: &PublicKey, token: &Signed<'_>) -> bool {
         if let (Some(prepared), Alg::RS256 | Alg::RS384 | Alg::RS512) = (&key.rsa, token.alg) {
@@ -35,6 +74,9 @@ impl SignatureVerifier for PureVerifier {
                 token.signing_input,
                 token.signature,
             );
+        }
+        if let Some(verified) = curve(key, token) {
+            return verified;
         }
         let opts = Some(options(token));
         let raw = token.compact;
@@ -56,22 +98,6 @@ impl SignatureVerifier for PureVerifier {
                         .and_then(|k| k.verify_token(raw, opts)),
                     _ => return false,
                 },
-                (KeyMaterial::Ec { x, y, .. }, alg) => {
-                    let mut point = Vec::with_capacity(1 + x.len() + y.len());
-                    point.push(0x04);
-                    point.extend_from_slice(x);
-                    point.extend_from_slice(y);
-                    match alg {
-                        Alg::ES256 => ES256PublicKey::from_bytes(&point)
-                            .and_then(|k| k.verify_token(raw, opts)),
-                        Alg::ES384 => ES384PublicKey::from_bytes(&point)
-                            .and_then(|k| k.verify_token(raw, opts)),
-                        _ => return false,
-                    }
-                }
-                (KeyMaterial::Ed25519 { x }, Alg::EdDSA) => {
-                    Ed25519PublicKey::from_bytes(x).and_then(|k| k.verify_token(raw, opts))
-                }
                 _ => return false,
             };
         result.is_ok()
@@ -245,5 +271,42 @@ mod tests {
             PureVerifier.verify(&k.key, &t.signed()),
             "fallback without preparation"
         );
+    }
+
+    /// A JWS whose header holds a `jwk` object (a DPoP proof), which jwt-simple cannot parse,
+    /// verifies by its signing input; a changed input does not.
+    #[test]
+    fn es256_with_a_jwk_object_in_the_header() {
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
+        use sha2::{Digest, Sha256};
+        let pair = ES256KeyPair::generate();
+        let pk = pair.public_key().public_key().to_bytes_uncompressed();
+        let b =
+            |d: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, d);
+        let jwk = format!(
+            r#"{{"kty":"EC","crv":"P-256","x":"{}","y":"{}"}}"#,
+            b(&pk[1..33]),
+            b(&pk[33..])
+        );
+        let header = format!(r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{jwk}}}"#);
+        let input = format!("{}.{}", b(header.as_bytes()), b(br#"{"htm":"GET"}"#));
+        let signing_key: &p256::ecdsa::SigningKey = pair.key_pair().as_ref();
+        let sig: p256::ecdsa::Signature = signing_key
+            .sign_prehash(&Sha256::digest(input.as_bytes()))
+            .unwrap();
+        let sig = sig.to_bytes();
+        fn signed<'a>(input: &'a str, sig: &'a [u8]) -> Signed<'a> {
+            Signed {
+                alg: Alg::ES256,
+                signing_input: input.as_bytes(),
+                signature: sig,
+                compact: "",
+                exp: 0,
+            }
+        }
+        let k = key(&jwk);
+        assert!(PureVerifier.verify(&k.key, &signed(&input, &sig)));
+        let changed = format!("{input}x");
+        assert!(!PureVerifier.verify(&k.key, &signed(&changed, &sig)));
     }
 }
