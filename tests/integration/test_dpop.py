@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 import harness
@@ -78,6 +79,22 @@ class Holder:
         return self.sign(h, {k: v for k, v in c.items() if v is not None})
 
 
+class EdHolder(Holder):
+    """The same with an Ed25519 key (EdDSA proofs, verified by the pure-Rust path)."""
+
+    def __init__(self):
+        self.key = ed25519.Ed25519PrivateKey.generate()
+        raw = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}
+        canonical = json.dumps(self.jwk, separators=(",", ":"), sort_keys=True)
+        self.jkt = b64url(hashlib.sha256(canonical.encode()).digest())
+
+    def sign(self, header: dict, claims: dict) -> str:
+        signing_input = (b64url(json.dumps(header).encode()) + "."
+                         + b64url(json.dumps(claims).encode()))
+        return signing_input + "." + b64url(self.key.sign(signing_input.encode()))
+
+
 class Stack:
     def __init__(self, workdir: Path):
         self.stack = harness.start_stack(workdir, concurrency=WORKERS, filter_config=CONFIG)
@@ -127,6 +144,16 @@ def test_a_valid_proof_is_admitted_and_neither_token_nor_proof_goes_upstream(s, 
     # The scheme is matched without regard to case; POST is a method like any other.
     proof = holder.proof("POST", s.url("/allowed/y"), token)
     assert_allowed(s.send("/allowed/y", token, proof, scheme="dpop", method="POST"))
+
+
+def test_an_eddsa_proof_is_admitted(s):
+    ed = EdHolder()
+    token = s.idp.mint({"cnf": {"jkt": ed.jkt}})
+    proof = ed.proof("GET", s.url("/allowed/ed"), token, header={"alg": "EdDSA"})
+    assert_allowed(s.send("/allowed/ed", token, proof))
+    tampered = ed.proof("GET", s.url("/allowed/ed"), token, header={"alg": "EdDSA"})
+    tampered = tampered[:-6] + ("AAAAAA" if not tampered.endswith("AAAAAA") else "BBBBBB")
+    assert_bad_proof(s, s.send("/allowed/ed", token, tampered), token)
 
 
 def test_forward_token_keeps_the_proof(s, holder):
