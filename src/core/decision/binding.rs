@@ -32,9 +32,10 @@ pub fn check(
             let recorded = remember(env, id.provider, &c, d);
             d.step("dpop_replay", recorded)?;
         }
-        if !p.forward_token && req.header("dpop").is_some() {
-            d.ops.push(HeaderOp::Remove("dpop".into()));
-        }
+    }
+    // A proof goes upstream only with its token.
+    if !p.forward_token && req.header("dpop").is_some() {
+        d.ops.push(HeaderOp::Remove("dpop".into()));
     }
     let x5t = cnf.and_then(|c| c.get("x5t#S256"));
     if x5t.is_some() || p.mtls_binding {
@@ -371,6 +372,11 @@ mod tests {
             None,
         );
         assert!(d.is_allowed(), "{d:?}");
+        // A stray proof beside a bearer token does not go upstream either.
+        let stray = [("authorization", bearer(&unbound)), ("dpop", "x".into())];
+        let stray: Vec<(&str, &str)> = stray.iter().map(|(a, b)| (*a, b.as_str())).collect();
+        let d = run(&store, "/disabled", &stray, None);
+        assert!(d.is_allowed() && d.ops.contains(&HeaderOp::Remove("dpop".into())));
         let d = run(
             &store,
             "/required",
