@@ -40,7 +40,11 @@ PROVIDERS = {
     "origin": {"dpop": "allowed", "dpop_origin": ORIGIN},
     "fwd": {"dpop": "allowed", "forward_token": True},
     "short": {"dpop": "allowed", "dpop_max_age_s": 30, "dpop_algorithms": ["ES256"]},
+    "full": {"dpop": "allowed", "dpop_max_age_s": 60},
 }
+# The replay record's shape (src/core/token/replay.rs): a jti's SHA-256 picks one of GROUPS
+# groups of SLOTS entries.
+GROUPS, SLOTS = 256, 32
 CONFIG = filter_config(PROVIDERS, [{"match": {"prefix": f"/{name}"}, "providers": [name]}
                                    for name in PROVIDERS])
 
@@ -174,6 +178,35 @@ def test_one_proof_sent_many_times_at_once_is_admitted_exactly_once(s, holder):
         statuses = s.envoy.send_many("GET", "/allowed/replay", headers, connections=copies)
         assert sorted(statuses) == [200] + [401] * (copies - 1), statuses
         assert s.denied("invalid_dpop_proof") == before + copies - 1
+
+
+def same_group_jtis(n: int) -> list[str]:
+    """`n` jtis whose replay-record group is the same (bytes 8-16 of their SHA-256)."""
+    group = lambda j: int.from_bytes(hashlib.sha256(j.encode()).digest()[8:16], "little") % GROUPS
+    target, out = group("seed"), []
+    for i in range(GROUPS * (n + 8) * 4):
+        j = f"full-{uuid.uuid4()}"
+        if group(j) == target:
+            out.append(j)
+            if len(out) == n:
+                return out
+    raise AssertionError("no jtis found")
+
+
+def test_a_full_replay_record_answers_503_and_never_admits(s, holder):
+    token = s.idp.mint({"cnf": {"jkt": holder.jkt}})
+    jtis = same_group_jtis(SLOTS + 1)
+    for j in jtis[:SLOTS]:
+        assert_allowed(s.send("/full", token, holder.proof("GET", s.url("/full"), token, jti=j)))
+    before = s.denied("dpop_replay_full")
+    last = holder.proof("GET", s.url("/full"), token, jti=jtis[SLOTS])
+    for _ in range(2):  # refused, so not recorded: refused the same way again
+        reply = s.send("/full", token, last)
+        assert_denied(reply, 503, error="temporarily_unavailable", token=token)
+        assert 1 <= int(reply.header("retry-after")) <= 61, reply
+    assert s.denied("dpop_replay_full") == before + 2
+    # Proofs of other groups are not affected.
+    assert_allowed(s.send("/full", token, holder.proof("GET", s.url("/full"), token)))
 
 
 def test_a_refused_proof_does_not_record_its_jti(s, holder):
