@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 import harness
 from assertions import CHALLENGE_INVALID_TOKEN, assert_allowed, assert_denied
-from envoy_client import EnvoyClient, counter
+from envoy_client import EnvoyClient, connections_per_worker, counter, workers_used
 from filter_config import REALM, filter_config
 from idp_client import IdpClient
 
@@ -171,13 +171,19 @@ def test_forward_token_keeps_the_proof(s, holder):
 def test_one_proof_sent_many_times_at_once_is_admitted_exactly_once(s, holder):
     token = s.idp.mint({"cnf": {"jkt": holder.jkt}})
     rounds, copies = 5, 24
+    spread = 0
     for _ in range(rounds):
         proof = holder.proof("GET", s.url("/allowed/replay"), token)
         headers = [[("authorization", f"DPoP {token}"), ("dpop", proof)]] * copies
         before = s.denied("invalid_dpop_proof")
+        cx_before = connections_per_worker(s.envoy)
         statuses = s.envoy.send_many("GET", "/allowed/replay", headers, connections=copies)
+        spread = max(spread, workers_used(cx_before, connections_per_worker(s.envoy)))
         assert sorted(statuses) == [200] + [401] * (copies - 1), statuses
         assert s.denied("invalid_dpop_proof") == before + copies - 1
+    print(f"{rounds} rounds of {copies} copies: 1 admitted each time, up to {spread} workers")
+    # The copies reached several workers, so the one record is what stopped them.
+    assert spread >= 2, spread
 
 
 def same_group_jtis(n: int) -> list[str]:
