@@ -837,6 +837,25 @@ mod tests {
         );
     }
 
+    /// Unique tokens (every request a cache miss): `valgrind --tool=callgrind` on the release
+    /// test binary with `--ignored profile_decide_unique` counts the core's instructions.
+    #[test]
+    #[ignore = "profiling aid"]
+    fn profile_decide_unique() {
+        let c = Cached::new();
+        let keys = Keys::Ready(key_set());
+        let tokens: Vec<String> = (0..2_000)
+            .map(|i| good(json!({"jti": format!("t{i}")})))
+            .collect();
+        for t in &tokens {
+            assert_eq!(
+                c.run(&keys, NOW, "GET", "/api/orders/1", t).outcome,
+                Outcome::Allow
+            );
+        }
+        assert_eq!(c.verifier.0.get(), 2_000);
+    }
+
     #[test]
     fn cache_entry_is_never_used_past_exp_plus_skew() {
         let c = Cached::new();
