@@ -1,5 +1,7 @@
 """Access tokens only (SPEC "Access tokens only"): ID tokens and other JWTs the IdP signs with
-the same keys are refused, and so are sender-constrained tokens this release cannot verify."""
+the same keys are refused; and a sender-constrained token sent as a plain Bearer token (no
+DPoP proof, no client certificate) never passes (test_dpop.py and test_mtls.py cover the
+proofs and certificates that do bind them)."""
 
 import pytest
 
