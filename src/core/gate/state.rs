@@ -71,6 +71,21 @@ impl KeySource for Caches<'_> {
     }
 }
 
+/// What the pipeline reads of a VM: its setup, key caches and (when deciding) token cache.
+fn env<'a>(setup: &'a Setup, keys: &'a Caches<'a>, cache: Option<&'a mut TokenCache>) -> Env<'a> {
+    Env {
+        config: &setup.config,
+        cache,
+        keys,
+        verifier: setup.verifier.as_ref(),
+        now: keys.now_ms / 1000,
+        now_ms: keys.now_ms,
+        store: Some(&*setup.store),
+        limit_hasher: setup.limit_hasher,
+        trace: false,
+    }
+}
+
 impl Gate {
     /// A gate whose key caches have taken in what the shared records hold already.
     pub fn new(setup: Setup) -> Gate {
@@ -199,21 +214,12 @@ impl Gate {
 
     fn decide_once(&mut self, now_ms: u64, req: &SavedRequest) -> Decision {
         let setup = &self.setup;
-        let mut env = Env {
-            config: &setup.config,
-            cache: (setup.config.token_cache_entries > 0).then_some(&mut self.token_cache),
-            keys: &Caches {
-                caches: &self.caches,
-                now_ms,
-            },
-            verifier: setup.verifier.as_ref(),
-            now: now_ms / 1000,
+        let keys = Caches {
+            caches: &self.caches,
             now_ms,
-            store: Some(&*setup.store),
-            limit_hasher: setup.limit_hasher,
-            trace: false,
         };
-        pipeline::decide(&mut env, &req.incoming())
+        let cache = (setup.config.token_cache_entries > 0).then_some(&mut self.token_cache);
+        pipeline::decide(&mut env(setup, &keys, cache), &req.incoming())
     }
 
     /// The decision the shell carries out: `answerable`, then a failure charged once (a
@@ -221,21 +227,11 @@ impl Gate {
     pub(super) fn finish(&self, d: Decision, req: &SavedRequest, now_ms: u64) -> Decision {
         let d = self.answerable(d, now_ms);
         let setup = &self.setup;
-        let env = Env {
-            config: &setup.config,
-            cache: None,
-            keys: &Caches {
-                caches: &self.caches,
-                now_ms,
-            },
-            verifier: setup.verifier.as_ref(),
-            now: now_ms / 1000,
+        let keys = Caches {
+            caches: &self.caches,
             now_ms,
-            store: Some(&*setup.store),
-            limit_hasher: setup.limit_hasher,
-            trace: false,
         };
-        pipeline::charge_failure(&env, &req.incoming(), d)
+        pipeline::charge_failure(&env(setup, &keys, None), &req.incoming(), d)
     }
 
     /// A decision the shell can carry out: a wait that could not be parked (or lasted too

@@ -220,8 +220,8 @@ pub fn normalize_uri(uri: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::core::crypto::pure::PureVerifier;
+    use crate::core::test_keys::TestRng;
     use rsa::pkcs1v15::SigningKey;
-    use rsa::rand_core::{CryptoRng, RngCore};
     use rsa::signature::{SignatureEncoding, Signer};
     use rsa::traits::PublicKeyParts;
     use serde_json::json;
@@ -230,32 +230,6 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
     const URL: &str = "https://api.example.com/orders/7";
     const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln";
-
-    /// splitmix64: deterministic, claimed cryptographic only so `rsa` generates a test key.
-    struct TestRng(u64);
-    impl RngCore for TestRng {
-        fn next_u32(&mut self) -> u32 {
-            self.next_u64() as u32
-        }
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn fill_bytes(&mut self, dest: &mut [u8]) {
-            for chunk in dest.chunks_mut(8) {
-                let v = self.next_u64().to_le_bytes();
-                chunk.copy_from_slice(&v[..chunk.len()]);
-            }
-        }
-        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
-            self.fill_bytes(dest);
-            Ok(())
-        }
-    }
-    impl CryptoRng for TestRng {}
 
     struct Holder {
         key: rsa::RsaPrivateKey,
