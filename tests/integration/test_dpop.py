@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
@@ -148,6 +148,34 @@ def test_a_valid_proof_is_admitted_and_neither_token_nor_proof_goes_upstream(s, 
     # The scheme is matched without regard to case; POST is a method like any other.
     proof = holder.proof("POST", s.url("/allowed/y"), token)
     assert_allowed(s.send("/allowed/y", token, proof, scheme="dpop", method="POST"))
+
+
+class PsHolder(Holder):
+    """The same with an RSA key signing PS256 (RSASSA-PSS, salt as long as the hash)."""
+
+    def __init__(self):
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        nums = self.key.public_key().public_numbers()
+        self.jwk = {"kty": "RSA", "e": b64url(nums.e.to_bytes(3, "big")),
+                    "n": b64url(nums.n.to_bytes(256, "big"))}
+        canonical = json.dumps(self.jwk, separators=(",", ":"), sort_keys=True)
+        self.jkt = b64url(hashlib.sha256(canonical.encode()).digest())
+
+    def sign(self, header: dict, claims: dict) -> str:
+        signing_input = (b64url(json.dumps(header).encode()) + "."
+                         + b64url(json.dumps(claims).encode()))
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+        return signing_input + "." + b64url(self.key.sign(signing_input.encode(), pss,
+                                                          hashes.SHA256()))
+
+
+def test_a_ps256_proof_is_admitted(s):
+    ps = PsHolder()
+    token = s.idp.mint({"cnf": {"jkt": ps.jkt}})
+    proof = ps.proof("GET", s.url("/allowed/ps"), token, header={"alg": "PS256"})
+    assert_allowed(s.send("/allowed/ps", token, proof))
+    other = ps.proof("POST", s.url("/allowed/ps"), token, header={"alg": "PS256"})
+    assert_bad_proof(s, s.send("/allowed/ps", token, other), token)
 
 
 def test_an_eddsa_proof_is_admitted(s):

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use crate::core::crypto::der::{self, EcCurve};
 use crate::core::crypto::rsa::RsaPublicKey;
 
+/// Larger moduli only cost CPU; nobody issues access tokens with them.
+pub const MAX_RSA_BITS: usize = 8192;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyMaterial {
     Rsa {

@@ -3,12 +3,13 @@
 //! Montgomery verifier (`crypto::rsa`, checked against Wycheproof), several times faster in
 //! wasm than the bignum code under jwt-simple; ES256, ES384 and EdDSA go to the curve crates
 //! jwt-simple itself uses, on the signing input (jwt-simple parses the header again and cannot
-//! read one holding a `jwk` object, as a DPoP proof's does); PS* go through jwt-simple.
+//! read one holding a `jwk` object, as a DPoP proof's does); PS* go to the `rsa` crate's
+//! RSASSA-PSS on the signing input, for the same reason.
 
 use jwt_simple::prelude::*;
 
 use crate::core::crypto::alg::Alg;
-use crate::core::crypto::public_key::{KeyMaterial, PublicKey};
+use crate::core::crypto::public_key::{KeyMaterial, PublicKey, MAX_RSA_BITS};
 use crate::core::crypto::verifier::{SignatureVerifier, Signed};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -57,6 +58,41 @@ fn curve(key: &PublicKey, signed: &Signed<'_>) -> Option<bool> {
     })
 }
 
+/// PS256, PS384 and PS512 on `signed.signing_input` (RSASSA-PSS with MGF1 and a salt as long
+/// as the hash, RFC 7518 section 3.5); `None` for other algorithms.
+fn pss(key: &PublicKey, signed: &Signed<'_>) -> Option<bool> {
+    use rsa::signature::Verifier;
+    use sha2::{Sha256, Sha384, Sha512};
+    let KeyMaterial::Rsa { n, e } = &key.material else {
+        return None;
+    };
+    if !matches!(signed.alg, Alg::PS256 | Alg::PS384 | Alg::PS512) {
+        return None;
+    }
+    let (n, e) = (
+        rsa::BigUint::from_bytes_be(n),
+        rsa::BigUint::from_bytes_be(e),
+    );
+    // The key set already bounds moduli to MAX_RSA_BITS; the crate's own default is lower.
+    let key = rsa::RsaPublicKey::new_with_max_size(n, e, MAX_RSA_BITS).ok();
+    let sig = rsa::pss::Signature::try_from(signed.signature).ok();
+    let (Some(key), Some(sig)) = (key, sig) else {
+        return Some(false);
+    };
+    let input = signed.signing_input;
+    Some(match signed.alg {
+        Alg::PS256 => rsa::pss::VerifyingKey::<Sha256>::new(key)
+            .verify(input, &sig)
+            .is_ok(),
+        Alg::PS384 => rsa::pss::VerifyingKey::<Sha384>::new(key)
+            .verify(input, &sig)
+            .is_ok(),
+        _ => rsa::pss::VerifyingKey::<Sha512>::new(key)
+            .verify(input, &sig)
+            .is_ok(),
+    })
+}
+
 /// An uncompressed SEC1 point.
 fn sec1(x: &[u8], y: &[u8]) -> Vec<u8> {
     let mut point = Vec::with_capacity(1 + x.len() + y.len());
@@ -75,7 +111,7 @@ impl SignatureVerifier for PureVerifier {
                 token.signature,
             );
         }
-        if let Some(verified) = curve(key, token) {
+        if let Some(verified) = curve(key, token).or_else(|| pss(key, token)) {
             return verified;
         }
         let opts = Some(options(token));
@@ -89,12 +125,6 @@ impl SignatureVerifier for PureVerifier {
                     Alg::RS384 => RS384PublicKey::from_components(n, e)
                         .and_then(|k| k.verify_token(raw, opts)),
                     Alg::RS512 => RS512PublicKey::from_components(n, e)
-                        .and_then(|k| k.verify_token(raw, opts)),
-                    Alg::PS256 => PS256PublicKey::from_components(n, e)
-                        .and_then(|k| k.verify_token(raw, opts)),
-                    Alg::PS384 => PS384PublicKey::from_components(n, e)
-                        .and_then(|k| k.verify_token(raw, opts)),
-                    Alg::PS512 => PS512PublicKey::from_components(n, e)
                         .and_then(|k| k.verify_token(raw, opts)),
                     _ => return false,
                 },
@@ -308,5 +338,44 @@ mod tests {
         assert!(PureVerifier.verify(&k.key, &signed(&input, &sig)));
         let changed = format!("{input}x");
         assert!(!PureVerifier.verify(&k.key, &signed(&changed, &sig)));
+    }
+
+    /// A PS256 JWS with a `jwk` object in its header (a DPoP proof) verifies by its signing
+    /// input; another input, or a signature with the wrong salt length, does not.
+    #[test]
+    fn ps256_with_a_jwk_object_in_the_header() {
+        use rsa::signature::{RandomizedSigner, SignatureEncoding};
+        use rsa::traits::PublicKeyParts;
+        use sha2::Sha256;
+        let mut rng = crate::core::test_keys::TestRng(9);
+        let private = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+        let b =
+            |d: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, d);
+        let jwk = format!(
+            r#"{{"kty":"RSA","n":"{}","e":"{}"}}"#,
+            b(&private.n().to_bytes_be()),
+            b(&private.e().to_bytes_be())
+        );
+        let header = format!(r#"{{"typ":"dpop+jwt","alg":"PS256","jwk":{jwk}}}"#);
+        let input = format!("{}.{}", b(header.as_bytes()), b(br#"{"htm":"GET"}"#));
+        let signer = rsa::pss::SigningKey::<Sha256>::new(private.clone());
+        let sig = signer.sign_with_rng(&mut rng, input.as_bytes()).to_vec();
+        let short_salt = rsa::pss::SigningKey::<Sha256>::new_with_salt_len(private, 8)
+            .sign_with_rng(&mut rng, input.as_bytes())
+            .to_vec();
+        fn signed<'a>(input: &'a str, sig: &'a [u8]) -> Signed<'a> {
+            Signed {
+                alg: Alg::PS256,
+                signing_input: input.as_bytes(),
+                signature: sig,
+                compact: "",
+                exp: 0,
+            }
+        }
+        let k = key(&jwk);
+        assert!(PureVerifier.verify(&k.key, &signed(&input, &sig)));
+        let changed = format!("{input}x");
+        assert!(!PureVerifier.verify(&k.key, &signed(&changed, &sig)));
+        assert!(!PureVerifier.verify(&k.key, &signed(&input, &short_salt)));
     }
 }

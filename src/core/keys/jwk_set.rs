@@ -18,8 +18,7 @@ pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 pub const MAX_KEYS: usize = 64;
 /// RFC 7518 §3.3: RSA keys shorter than this are not used.
 pub const MIN_RSA_BITS: usize = 2048;
-/// Larger moduli only cost CPU; nobody issues access tokens with them.
-pub const MAX_RSA_BITS: usize = 8192;
+pub use crate::core::crypto::public_key::MAX_RSA_BITS;
 
 /// One usable verification key.
 #[derive(Debug, Clone, PartialEq, Eq)]
