@@ -109,3 +109,27 @@ impl rsa::rand_core::RngCore for TestRng {
 }
 
 impl rsa::rand_core::CryptoRng for TestRng {}
+
+/// A key set of one RSA key per kid, all with the 2048-bit test modulus.
+pub fn key_set(kids: &[&str]) -> crate::core::keys::jwk_set::KeySet {
+    let keys: Vec<String> = kids
+        .iter()
+        .map(|kid| format!(r#"{{"kty":"RSA","kid":"{kid}","n":"{RSA_2048_N}","e":"AQAB"}}"#))
+        .collect();
+    let doc = format!(r#"{{"keys":[{}]}}"#, keys.join(","));
+    crate::core::keys::jwk_set::parse(doc.as_bytes())
+        .expect("test key set")
+        .set
+}
+
+/// Keys that are always ready, and never worth waiting for.
+pub struct ReadyKeys(pub crate::core::keys::jwk_set::KeySet);
+
+impl crate::core::keys::state::KeySource for ReadyKeys {
+    fn keys(&self, _provider: usize) -> crate::core::keys::state::KeyState<'_> {
+        crate::core::keys::state::KeyState::Ready(&self.0)
+    }
+    fn unknown_kid_may_wait(&self, _provider: usize) -> bool {
+        false
+    }
+}

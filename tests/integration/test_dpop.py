@@ -55,6 +55,13 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def thumbprint(jwk: dict) -> str:
+    """RFC 7638: SHA-256 of the required members, sorted, without whitespace. (The test JWKs
+    hold only their required members.)"""
+    canonical = json.dumps(jwk, separators=(",", ":"), sort_keys=True)
+    return b64url(hashlib.sha256(canonical.encode()).digest())
+
+
 class Holder:
     """A client's DPoP key: its public JWK, RFC 7638 thumbprint, and proofs it signs."""
 
@@ -63,8 +70,7 @@ class Holder:
         nums = self.key.public_key().public_numbers()
         self.jwk = {"kty": "EC", "crv": "P-256", "x": b64url(nums.x.to_bytes(32, "big")),
                     "y": b64url(nums.y.to_bytes(32, "big"))}
-        canonical = json.dumps(self.jwk, separators=(",", ":"), sort_keys=True)
-        self.jkt = b64url(hashlib.sha256(canonical.encode()).digest())
+        self.jkt = thumbprint(self.jwk)
 
     def sign(self, header: dict, claims: dict) -> str:
         signing_input = (b64url(json.dumps(header).encode()) + "."
@@ -90,8 +96,7 @@ class EdHolder(Holder):
         self.key = ed25519.Ed25519PrivateKey.generate()
         raw = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}
-        canonical = json.dumps(self.jwk, separators=(",", ":"), sort_keys=True)
-        self.jkt = b64url(hashlib.sha256(canonical.encode()).digest())
+        self.jkt = thumbprint(self.jwk)
 
     def sign(self, header: dict, claims: dict) -> str:
         signing_input = (b64url(json.dumps(header).encode()) + "."
@@ -158,8 +163,7 @@ class PsHolder(Holder):
         nums = self.key.public_key().public_numbers()
         self.jwk = {"kty": "RSA", "e": b64url(nums.e.to_bytes(3, "big")),
                     "n": b64url(nums.n.to_bytes(256, "big"))}
-        canonical = json.dumps(self.jwk, separators=(",", ":"), sort_keys=True)
-        self.jkt = b64url(hashlib.sha256(canonical.encode()).digest())
+        self.jkt = thumbprint(self.jwk)
 
     def sign(self, header: dict, claims: dict) -> str:
         signing_input = (b64url(json.dumps(header).encode()) + "."

@@ -303,6 +303,17 @@ mod tests {
         );
     }
 
+    /// What a proof's signature covers, without the compact form jwt-simple would need.
+    fn signed<'a>(alg: Alg, input: &'a str, sig: &'a [u8]) -> Signed<'a> {
+        Signed {
+            alg,
+            signing_input: input.as_bytes(),
+            signature: sig,
+            compact: "",
+            exp: 0,
+        }
+    }
+
     /// A JWS whose header holds a `jwk` object (a DPoP proof), which jwt-simple cannot parse,
     /// verifies by its signing input; a changed input does not.
     #[test]
@@ -325,19 +336,10 @@ mod tests {
             .sign_prehash(&Sha256::digest(input.as_bytes()))
             .unwrap();
         let sig = sig.to_bytes();
-        fn signed<'a>(input: &'a str, sig: &'a [u8]) -> Signed<'a> {
-            Signed {
-                alg: Alg::ES256,
-                signing_input: input.as_bytes(),
-                signature: sig,
-                compact: "",
-                exp: 0,
-            }
-        }
         let k = key(&jwk);
-        assert!(PureVerifier.verify(&k.key, &signed(&input, &sig)));
+        assert!(PureVerifier.verify(&k.key, &signed(Alg::ES256, &input, &sig)));
         let changed = format!("{input}x");
-        assert!(!PureVerifier.verify(&k.key, &signed(&changed, &sig)));
+        assert!(!PureVerifier.verify(&k.key, &signed(Alg::ES256, &changed, &sig)));
     }
 
     /// A PS256 JWS with a `jwk` object in its header (a DPoP proof) verifies by its signing
@@ -363,19 +365,10 @@ mod tests {
         let short_salt = rsa::pss::SigningKey::<Sha256>::new_with_salt_len(private, 8)
             .sign_with_rng(&mut rng, input.as_bytes())
             .to_vec();
-        fn signed<'a>(input: &'a str, sig: &'a [u8]) -> Signed<'a> {
-            Signed {
-                alg: Alg::PS256,
-                signing_input: input.as_bytes(),
-                signature: sig,
-                compact: "",
-                exp: 0,
-            }
-        }
         let k = key(&jwk);
-        assert!(PureVerifier.verify(&k.key, &signed(&input, &sig)));
+        assert!(PureVerifier.verify(&k.key, &signed(Alg::PS256, &input, &sig)));
         let changed = format!("{input}x");
-        assert!(!PureVerifier.verify(&k.key, &signed(&changed, &sig)));
-        assert!(!PureVerifier.verify(&k.key, &signed(&input, &short_salt)));
+        assert!(!PureVerifier.verify(&k.key, &signed(Alg::PS256, &changed, &sig)));
+        assert!(!PureVerifier.verify(&k.key, &signed(Alg::PS256, &input, &short_salt)));
     }
 }

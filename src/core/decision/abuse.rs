@@ -135,8 +135,6 @@ mod tests {
     use crate::core::crypto::verifier::{SignatureVerifier, Signed};
     use crate::core::decision::env::Incoming;
     use crate::core::decision::pipeline::decide;
-    use crate::core::keys::jwk_set::{self as jwks, KeySet};
-    use crate::core::keys::state::{KeySource, KeyState};
     use crate::core::ratelimit::charge::{ensure_records, KeyHasher};
     use crate::core::store::MemoryStore;
     use crate::core::test_keys;
@@ -161,22 +159,8 @@ mod tests {
         }
     }
 
-    struct Keys(KeySet);
-    impl KeySource for Keys {
-        fn keys(&self, _provider: usize) -> KeyState<'_> {
-            KeyState::Ready(&self.0)
-        }
-        fn unknown_kid_may_wait(&self, _provider: usize) -> bool {
-            false
-        }
-    }
-
-    fn keys() -> Keys {
-        let doc = format!(
-            r#"{{"keys":[{{"kty":"RSA","kid":"k1","n":"{}","e":"AQAB"}}]}}"#,
-            test_keys::RSA_2048_N
-        );
-        Keys(jwks::parse(doc.as_bytes()).unwrap().set)
+    fn keys() -> test_keys::ReadyKeys {
+        test_keys::ReadyKeys(test_keys::key_set(&["k1"]))
     }
 
     fn token(sig: &[u8]) -> String {
@@ -212,7 +196,7 @@ mod tests {
 
     struct World {
         config: Config,
-        keys: Keys,
+        keys: test_keys::ReadyKeys,
         verifier: Counting,
         store: MemoryStore,
     }

@@ -192,8 +192,6 @@ mod tests {
     use crate::core::decision::env::Incoming;
     use crate::core::decision::outcome::Outcome;
     use crate::core::decision::pipeline::decide;
-    use crate::core::keys::jwk_set::{self, KeySet};
-    use crate::core::keys::state::{KeySource, KeyState};
     use crate::core::ratelimit::charge::KeyHasher;
     use crate::core::store::{MemoryStore, SharedStore};
     use crate::core::test_keys;
@@ -216,22 +214,8 @@ mod tests {
         }
     }
 
-    struct Keys(KeySet);
-    impl KeySource for Keys {
-        fn keys(&self, _provider: usize) -> KeyState<'_> {
-            KeyState::Ready(&self.0)
-        }
-        fn unknown_kid_may_wait(&self, _provider: usize) -> bool {
-            false
-        }
-    }
-
-    fn keys() -> Keys {
-        let doc = format!(
-            r#"{{"keys":[{{"kty":"RSA","kid":"k1","n":"{}","e":"AQAB"}}]}}"#,
-            test_keys::RSA_2048_N
-        );
-        Keys(jwk_set::parse(doc.as_bytes()).unwrap().set)
+    fn keys() -> test_keys::ReadyKeys {
+        test_keys::ReadyKeys(test_keys::key_set(&["k1"]))
     }
 
     fn cfg() -> Config {
