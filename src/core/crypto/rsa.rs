@@ -96,15 +96,17 @@ fn add_rows(t: &mut [u64], x: &[u32; ROWS], y: &[u32]) {
 
 /// Bit length of a big-endian number (leading zero bytes allowed).
 fn bit_length(be: &[u8]) -> usize {
-    match be.iter().position(|&b| b != 0) {
-        None => 0,
-        Some(i) => (be.len() - i - 1) * 8 + (8 - be[i].leading_zeros() as usize),
+    match strip_leading_zeros(be) {
+        [] => 0,
+        [top, rest @ ..] => rest.len() * 8 + (8 - top.leading_zeros() as usize),
     }
 }
 
-fn strip_leading_zeros(be: &[u8]) -> &[u8] {
-    let first = be.iter().position(|&b| b != 0).unwrap_or(be.len());
-    &be[first..]
+fn strip_leading_zeros(mut be: &[u8]) -> &[u8] {
+    while let [0, rest @ ..] = be {
+        be = rest;
+    }
+    be
 }
 
 impl<const B: u32> Montgomery<B> {
@@ -131,7 +133,7 @@ impl<const B: u32> Montgomery<B> {
         }
         // Newton's iteration for n0⁻¹ mod 2^B: an odd n0 is its own inverse mod 8, and every
         // step doubles the number of correct low bits (3 → 6 → 12 → 24 → 48 ≥ B).
-        let n0 = u64::from(n[0]);
+        let n0 = u64::from(*n.first()?);
         let mut inv = n0;
         for _ in 0..4 {
             let two_minus = (Self::MASK + 3 - ((n0 * inv) & Self::MASK)) & Self::MASK;
@@ -143,7 +145,7 @@ impl<const B: u32> Montgomery<B> {
             n0inv,
             r2: Vec::new(),
         };
-        m.r2 = m.compute_r2(bits);
+        m.r2 = m.compute_r2(bits)?;
         Some(m)
     }
 
@@ -243,23 +245,26 @@ impl<const B: u32> Montgomery<B> {
 
     /// R² mod n: doubles 2^(bits−1) (below n: n is odd and has `bits` bits) up to R·2^t with
     /// t·2^k = B·len, then squares k times (the Montgomery square of R·2^u is R·2^(2u)).
-    fn compute_r2(&self, bits: usize) -> Vec<u32> {
+    /// `None` only if `bits` does not fit the digits (never for the modulus's own length).
+    fn compute_r2(&self, bits: usize) -> Option<Vec<u32>> {
         let len = self.len();
         let rbits = len * B as usize;
         let k = rbits.trailing_zeros();
         let t = rbits >> k;
         let mut x = vec![0; len];
-        let top = bits - 1;
-        x[top / B as usize] = 1 << (top % B as usize);
+        let top = bits.checked_sub(1)?;
+        *x.get_mut(top / B as usize)? = 1 << (top % B as usize);
         for _ in top..rbits + t {
             self.double(&mut x);
         }
         let mut y = vec![0; len];
         for _ in 0..k {
-            self.sqr(&mut y, &x);
+            if !self.sqr(&mut y, &x) {
+                return None;
+            }
             std::mem::swap(&mut x, &mut y);
         }
-        x
+        Some(x)
     }
 
     /// Carry-propagates `t` so that every digit but the last is below 2^B; returns the new
@@ -289,18 +294,20 @@ impl<const B: u32> Montgomery<B> {
     }
 
     /// `t = a·b`, schoolbook, `ROWS` rows at a time; returns the load of `t`'s columns.
-    fn product(t: &mut [u64], a: &[u32], b: &[u32]) -> usize {
+    /// `None` when `t` is too short for the product (never, with `2·len + 1` digits).
+    fn product(t: &mut [u64], a: &[u32], b: &[u32]) -> Option<usize> {
         t.fill(0);
         let mut load = 0;
         for (blk, x) in a.as_chunks::<ROWS>().0.iter().enumerate() {
             load = Self::reserve(t, load, ROWS);
-            add_rows(&mut t[blk * ROWS..], x, b);
+            add_rows(t.get_mut(blk * ROWS..)?, x, b);
         }
-        load
+        Some(load)
     }
 
     /// `t = a²`: the cross products once, doubled, plus the squares; returns the load.
-    fn square(t: &mut [u64], a: &[u32]) -> usize {
+    /// `None` when `t` is too short for the square (never, with `2·len + 1` digits).
+    fn square(t: &mut [u64], a: &[u32]) -> Option<usize> {
         t.fill(0);
         let mut load = 0;
         for (blk, x) in a.as_chunks::<ROWS>().0.iter().enumerate() {
@@ -308,12 +315,16 @@ impl<const B: u32> Montgomery<B> {
             load = Self::reserve(t, load, ROWS);
             let i = blk * ROWS;
             let [x0, x1, x2, x3] = x.map(u64::from);
-            t[2 * i + 1] += x0 * x1;
-            t[2 * i + 2] += x0 * x2;
-            t[2 * i + 3] += x0 * x3 + x1 * x2;
-            t[2 * i + 4] += x1 * x3;
-            t[2 * i + 5] += x2 * x3;
-            add_rows(&mut t[2 * i + ROWS..], x, &a[i + ROWS..]);
+            let tail = t.get_mut(2 * i..)?;
+            let [_, t1, t2, t3, t4, t5, ..] = tail else {
+                return None;
+            };
+            *t1 += x0 * x1;
+            *t2 += x0 * x2;
+            *t3 += x0 * x3 + x1 * x2;
+            *t4 += x1 * x3;
+            *t5 += x2 * x3;
+            add_rows(tail.get_mut(ROWS..)?, x, a.get(i + ROWS..)?);
         }
         // Doubling, then one square per even column.
         if 2 * load + 1 > Self::CAPACITY {
@@ -321,103 +332,145 @@ impl<const B: u32> Montgomery<B> {
         }
         load = 2 * load + 1;
         t.iter_mut().for_each(|v| *v <<= 1);
-        for (k, &d) in a.iter().enumerate() {
-            t[2 * k] += u64::from(d) * u64::from(d);
+        for (tk, &d) in t.iter_mut().step_by(2).zip(a) {
+            *tk += u64::from(d) * u64::from(d);
         }
-        load
+        Some(load)
     }
 
     /// Montgomery reduction (SOS): `out = t·R⁻¹ mod n` for `t < n·R` held in `2·len + 1`
-    /// digits whose columns hold at most `load` products; `t` is consumed.
-    fn redc(&self, out: &mut [u32], t: &mut [u64], mut load: usize) {
+    /// digits whose columns hold at most `load` products; `t` is consumed. False when `out`
+    /// or `t` is shorter than that (never, from `mul` and `sqr`).
+    #[must_use]
+    fn redc(&self, out: &mut [u32], t: &mut [u64], mut load: usize) -> bool {
         let s = self.len();
-        let n = &self.n[..s];
-        let [n0, n1, n2, n3] = [n[0], n[1], n[2], n[3]].map(u64::from);
+        let n = self.n.as_slice();
+        let [n0, n1, n2, n3, ..] = *n else {
+            return false;
+        };
+        let [n0, n1, n2, n3] = [n0, n1, n2, n3].map(u64::from);
         let n0inv = u64::from(self.n0inv);
         let mask = Self::MASK;
         // The carry into column i, at most one product's worth.
         let mut c = 0u64;
         for i in (0..s).step_by(ROWS) {
+            let Some(ti) = t.get_mut(i..) else {
+                return false;
+            };
             if load + ROWS + 1 > Self::CAPACITY {
-                t[i] += c;
+                if let Some(t0) = ti.first_mut() {
+                    *t0 += c;
+                }
                 c = 0;
-                load = Self::normalize(&mut t[i..]);
+                load = Self::normalize(ti);
             }
             load += ROWS + 1;
+            let [t0, t1, t2, t3, ..] = *ti else {
+                return false;
+            };
             // The block's multipliers, each from its column as the rows before it leave it.
-            let v = t[i] + c;
+            let v = t0 + c;
             let m0 = ((v & mask) * n0inv) & mask;
-            let v = t[i + 1] + ((v + m0 * n0) >> B) + m0 * n1;
+            let v = t1 + ((v + m0 * n0) >> B) + m0 * n1;
             let m1 = ((v & mask) * n0inv) & mask;
-            let v = t[i + 2] + ((v + m1 * n0) >> B) + m0 * n2 + m1 * n1;
+            let v = t2 + ((v + m1 * n0) >> B) + m0 * n2 + m1 * n1;
             let m2 = ((v & mask) * n0inv) & mask;
-            let v = t[i + 3] + ((v + m2 * n0) >> B) + m0 * n3 + m1 * n2 + m2 * n1;
+            let v = t3 + ((v + m2 * n0) >> B) + m0 * n3 + m1 * n2 + m2 * n1;
             let m3 = ((v & mask) * n0inv) & mask;
-            add_rows(&mut t[i..], &[m0, m1, m2, m3].map(|m| m as u32), n);
+            add_rows(ti, &[m0, m1, m2, m3].map(|m| m as u32), n);
             // The block's columns are now multiples of 2^B; what is left carries on.
-            for &v in &t[i..i + ROWS] {
+            for &v in ti.iter().take(ROWS) {
                 let v = v + c;
                 debug_assert_eq!(v & mask, 0);
                 c = v >> B;
             }
         }
-        let out = &mut out[..s];
-        for (o, &v) in out.iter_mut().zip(&t[s..2 * s]) {
+        let (Some(out), Some(high), Some(&top)) = (out.get_mut(..s), t.get(s..2 * s), t.get(2 * s))
+        else {
+            return false;
+        };
+        for (o, &v) in out.iter_mut().zip(high) {
             let x = v + c;
             *o = (x & mask) as u32;
             c = x >> B;
         }
         // The result is below 2n: one conditional subtraction.
-        if c + t[2 * s] != 0 || Self::geq(out, n) {
+        if c + top != 0 || Self::geq(out, n) {
             self.sub_n(out);
+        }
+        true
+    }
+
+    /// Montgomery product `out = a·b·R⁻¹ mod n` for `a, b < n`; `out < n`. False when an
+    /// operand is shorter than the modulus (never: every caller sizes them by `len`).
+    #[inline(never)]
+    #[must_use]
+    fn mul(&self, out: &mut [u32], a: &[u32], b: &[u32]) -> bool {
+        let s = self.len();
+        let mut t = [0u64; 2 * MAX_DIGITS + 1];
+        let (Some(t), Some(a), Some(b)) = (t.get_mut(..2 * s + 1), a.get(..s), b.get(..s)) else {
+            return false;
+        };
+        match Self::product(t, a, b) {
+            Some(load) => self.redc(out, t, load),
+            None => false,
         }
     }
 
-    /// Montgomery product `out = a·b·R⁻¹ mod n` for `a, b < n`; `out < n`.
+    /// Montgomery square `out = a²·R⁻¹ mod n` for `a < n`; `out < n`. False as for `mul`.
     #[inline(never)]
-    fn mul(&self, out: &mut [u32], a: &[u32], b: &[u32]) {
+    #[must_use]
+    fn sqr(&self, out: &mut [u32], a: &[u32]) -> bool {
         let s = self.len();
         let mut t = [0u64; 2 * MAX_DIGITS + 1];
-        let t = &mut t[..2 * s + 1];
-        let load = Self::product(t, &a[..s], &b[..s]);
-        self.redc(out, t, load);
-    }
-
-    /// Montgomery square `out = a²·R⁻¹ mod n` for `a < n`; `out < n`.
-    #[inline(never)]
-    fn sqr(&self, out: &mut [u32], a: &[u32]) {
-        let s = self.len();
-        let mut t = [0u64; 2 * MAX_DIGITS + 1];
-        let t = &mut t[..2 * s + 1];
-        let load = Self::square(t, &a[..s]);
-        self.redc(out, t, load);
+        let (Some(t), Some(a)) = (t.get_mut(..2 * s + 1), a.get(..s)) else {
+            return false;
+        };
+        match Self::square(t, a) {
+            Some(load) => self.redc(out, t, load),
+            None => false,
+        }
     }
 
     /// `out = x^e mod n` for `x < n` in ordinary (non-Montgomery) form, odd `e ≥ 3`.
     ///
     /// With e = 2h + 1: x^h·R by square-and-multiply in Montgomery form, one more square gives
     /// x^(e−1)·R, and a Montgomery product with the plain x gives x^e with no conversion back.
-    /// For e = 65537 that is 16 squares and 2 products.
-    fn pow_odd(&self, out: &mut [u32], x: &[u32], e: u32) {
+    /// For e = 65537 that is 16 squares and 2 products. False when a length does not fit
+    /// (never for a key from [`Montgomery::new`]); `out` is then meaningless.
+    #[must_use]
+    fn pow_odd(&self, out: &mut [u32], x: &[u32], e: u32) -> bool {
         let s = self.len();
         let mut xm = [0u32; MAX_DIGITS];
         let mut acc = [0u32; MAX_DIGITS];
         let mut tmp = [0u32; MAX_DIGITS];
-        let (xm, mut acc, mut tmp) = (&mut xm[..s], &mut acc[..s], &mut tmp[..s]);
-        self.mul(xm, x, &self.r2);
+        let (Some(xm), Some(mut acc), Some(mut tmp)) =
+            (xm.get_mut(..s), acc.get_mut(..s), tmp.get_mut(..s))
+        else {
+            return false;
+        };
+        if !self.mul(xm, x, &self.r2) {
+            return false;
+        }
         acc.copy_from_slice(xm);
         let h = e >> 1;
-        let top = 31 - h.leading_zeros(); // h ≥ 1
+        // The top bit of h (e ≥ 3, so h ≥ 1).
+        let Some(top) = h.checked_ilog2() else {
+            return false;
+        };
         for i in (0..top).rev() {
-            self.sqr(tmp, acc);
+            if !self.sqr(tmp, acc) {
+                return false;
+            }
             std::mem::swap(&mut acc, &mut tmp);
             if (h >> i) & 1 == 1 {
-                self.mul(tmp, acc, xm);
+                if !self.mul(tmp, acc, xm) {
+                    return false;
+                }
                 std::mem::swap(&mut acc, &mut tmp);
             }
         }
-        self.sqr(tmp, acc);
-        self.mul(out, tmp, x);
+        self.sqr(tmp, acc) && self.mul(out, tmp, x)
     }
 }
 
@@ -542,16 +595,18 @@ fn verify_with<const B: u32>(
     }
     // Step 2: s = OS2IP(S), s < n, m = s^e mod n.
     let mut s = [0u32; MAX_DIGITS];
-    let s = &mut s[..len];
+    let mut m = [0u32; MAX_DIGITS];
+    let mut em = [0u8; MAX_BYTES];
+    let (Some(s), Some(m), Some(em)) = (s.get_mut(..len), m.get_mut(..len), em.get_mut(..k)) else {
+        return false;
+    };
     if !Montgomery::<B>::from_be(signature, s) || Montgomery::<B>::geq(s, &mont.n) {
         return false;
     }
-    let mut m = [0u32; MAX_DIGITS];
-    let m = &mut m[..len];
-    mont.pow_odd(m, s, e);
+    if !mont.pow_odd(m, s, e) {
+        return false;
+    }
     // EM = I2OSP(m, k), little-endian here; m < n < 256^k, so it always fits.
-    let mut em = [0u8; MAX_BYTES];
-    let em = &mut em[..k];
     if !Montgomery::<B>::to_le_bytes(m, em) {
         return false;
     }
@@ -574,13 +629,17 @@ fn emsa_pkcs1_v15<'o>(
     if k < t_len + 11 || k > MAX_BYTES {
         return None;
     }
-    let expected = &mut out[..k];
-    expected[1] = 0x01;
-    let ps_end = k - t_len - 1;
-    expected[2..ps_end].fill(0xff);
-    expected[ps_end] = 0x00;
-    expected[ps_end + 1..ps_end + 1 + prefix.len()].copy_from_slice(prefix);
-    expected[k - h_len..].copy_from_slice(&h[..h_len]);
+    let expected = out.get_mut(..k)?;
+    // 00 01 || PS (FF, k − t_len − 3 octets) || 00 || DigestInfo prefix || H(m)
+    let (head, t) = expected.split_at_mut_checked(k - t_len)?;
+    let (start, ps) = head.split_at_mut_checked(2)?;
+    start.copy_from_slice(&[0x00, 0x01]);
+    let (separator, ps) = ps.split_last_mut()?;
+    ps.fill(0xff);
+    *separator = 0x00;
+    let (t_prefix, t_hash) = t.split_at_mut_checked(prefix.len())?;
+    t_prefix.copy_from_slice(prefix);
+    t_hash.copy_from_slice(h.get(..h_len)?);
     Some(expected)
 }
 
@@ -624,7 +683,7 @@ mod tests {
         let mut xd = vec![0; mont.len()];
         assert!(Montgomery::<B>::from_be(x, &mut xd));
         let mut out = vec![0; mont.len()];
-        mont.pow_odd(&mut out, &xd, e);
+        assert!(mont.pow_odd(&mut out, &xd, e));
         let mut le = vec![0u8; n.len()];
         assert!(Montgomery::<B>::to_le_bytes(&out, &mut le));
         le.reverse();
