@@ -73,7 +73,7 @@ pub fn buckets_in_use(store: &dyn SharedStore, rule: usize, limit: usize) -> u64
 /// tokens u128, last refill ms u64. `per_s` lets a reconfigured period rescale tokens. A value
 /// that does not decode (this code never writes one) is an empty group: its keys start full.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Group {
+pub struct Group {
     pub(super) per_s: u64,
     pub(super) slots: Vec<Option<Bucket>>,
 }
@@ -86,7 +86,7 @@ impl Group {
         }
     }
 
-    pub(super) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.slots.len() * SLOT_LEN);
         out.push(MAGIC);
         out.push(VERSION);
@@ -106,7 +106,7 @@ impl Group {
         out
     }
 
-    pub(super) fn decode(bytes: &[u8], n: usize) -> Option<Group> {
+    pub fn decode(bytes: &[u8], n: usize) -> Option<Group> {
         if bytes.len() != HEADER_LEN.checked_add(n.checked_mul(SLOT_LEN)?)?
             || bytes.first() != Some(&MAGIC)
             || bytes.get(1) != Some(&VERSION)
