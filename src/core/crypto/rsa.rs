@@ -62,9 +62,9 @@ struct Montgomery<const B: u32> {
 /// digits past `y`): each `y[j]` is loaded once, and the columns in flight stay in registers.
 /// Unrolled by hand (rows, and four steps of `j`): the filter is built with
 /// `opt-level = "s"`, which unrolls nothing, and V8 checks for interrupts on every loop
-/// iteration.
+/// iteration. `None` when `t` is shorter than `y`.
 #[inline(always)]
-fn add_rows(t: &mut [u64], x: &[u32; ROWS], y: &[u32]) {
+fn add_rows(t: &mut [u64], x: &[u32; ROWS], y: &[u32]) -> Option<()> {
     let [x0, x1, x2, x3] = x.map(u64::from);
     // w0, w1, w2: partial sums of the columns j + 1, j + 2, j + 3.
     let (mut w0, mut w1, mut w2) = (0u64, 0u64, 0u64);
@@ -77,7 +77,7 @@ fn add_rows(t: &mut [u64], x: &[u32; ROWS], y: &[u32]) {
             w2 = x3 * yj;
         }};
     }
-    let (t_body, t_tail) = t.split_at_mut(y.len());
+    let (t_body, t_tail) = t.split_at_mut_checked(y.len())?;
     let (t4, t_rest) = t_body.as_chunks_mut::<4>();
     let (y4, y_rest) = y.as_chunks::<4>();
     for (tq, yq) in t4.iter_mut().zip(y4) {
@@ -92,6 +92,7 @@ fn add_rows(t: &mut [u64], x: &[u32; ROWS], y: &[u32]) {
     for (tj, w) in t_tail.iter_mut().zip([w0, w1, w2]) {
         *tj += w;
     }
+    Some(())
 }
 
 /// Bit length of a big-endian number (leading zero bytes allowed).
@@ -300,7 +301,7 @@ impl<const B: u32> Montgomery<B> {
         let mut load = 0;
         for (blk, x) in a.as_chunks::<ROWS>().0.iter().enumerate() {
             load = Self::reserve(t, load, ROWS);
-            add_rows(t.get_mut(blk * ROWS..)?, x, b);
+            add_rows(t.get_mut(blk * ROWS..)?, x, b)?;
         }
         Some(load)
     }
@@ -324,7 +325,7 @@ impl<const B: u32> Montgomery<B> {
             *t3 += x0 * x3 + x1 * x2;
             *t4 += x1 * x3;
             *t5 += x2 * x3;
-            add_rows(tail.get_mut(ROWS..)?, x, a.get(i + ROWS..)?);
+            add_rows(tail.get_mut(ROWS..)?, x, a.get(i + ROWS..)?)?;
         }
         // Doubling, then one square per even column.
         if 2 * load + 1 > Self::CAPACITY {
@@ -377,7 +378,9 @@ impl<const B: u32> Montgomery<B> {
             let m2 = ((v & mask) * n0inv) & mask;
             let v = t3 + ((v + m2 * n0) >> B) + m0 * n3 + m1 * n2 + m2 * n1;
             let m3 = ((v & mask) * n0inv) & mask;
-            add_rows(ti, &[m0, m1, m2, m3].map(|m| m as u32), n);
+            if add_rows(ti, &[m0, m1, m2, m3].map(|m| m as u32), n).is_none() {
+                return false;
+            }
             // The block's columns are now multiples of 2^B; what is left carries on.
             for &v in ti.iter().take(ROWS) {
                 let v = v + c;
@@ -801,6 +804,36 @@ mod tests {
         assert_eq!(out, [1, 2, 3]);
         assert!(!D28::to_le_bytes(&[0x1030201, 0], &mut out));
         assert!(!D28::to_le_bytes(&[0, 1], &mut out));
+    }
+
+    /// Operands shorter than the modulus, a product buffer too short and e = 1 are refused
+    /// (false), never a panic: the kernels take their digits with `get`.
+    #[test]
+    fn lengths_that_do_not_fit_are_refused() {
+        let mut rng = TestRng(8);
+        let m = Montgomery::<DIGIT_BITS>::new(&random_odd_modulus(&mut rng, 2048)).unwrap();
+        let s = m.len();
+        let (x, short) = (vec![1u32; s], vec![1u32; s - 1]);
+        let mut out = vec![0u32; s];
+        assert!(m.mul(&mut out, &x, &x));
+        assert!(!m.mul(&mut out, &short, &x));
+        assert!(!m.mul(&mut out, &x, &short));
+        assert!(!m.sqr(&mut out, &short));
+        assert!(!m.mul(&mut out[..s - 1], &x, &x));
+        assert!(!m.pow_odd(&mut out, &short, 65537));
+        assert!(!m.pow_odd(&mut out, &x, 1));
+        assert!(m.pow_odd(&mut out, &x, 65537));
+        let mut t = vec![0u64; 2 * s];
+        assert!(!m.redc(&mut out, &mut t, 1));
+        assert_eq!(Montgomery::<DIGIT_BITS>::square(&mut t[..s], &x), None);
+        assert_eq!(Montgomery::<DIGIT_BITS>::product(&mut t[..s], &x, &x), None);
+        // The encoding needs room for 11 octets of padding and the DigestInfo.
+        let mut em = [0u8; MAX_BYTES];
+        assert!(emsa_pkcs1_v15(Hash::Sha256, b"m", 61, &mut em).is_none());
+        assert_eq!(
+            emsa_pkcs1_v15(Hash::Sha256, b"m", 62, &mut em).map(<[u8]>::len),
+            Some(62)
+        );
     }
 
     #[test]
