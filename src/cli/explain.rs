@@ -76,11 +76,11 @@ fn key_sets(config: &Config, files: &[(Option<String>, String)]) -> Result<Files
     for (name, file) in files {
         let parsed = jwk_set::parse(&read("jwks", file)?)
             .map_err(|e| Outcome::input_error(format!("jwks {file}: not a usable JWK Set: {e}")))?;
-        for (i, p) in config.providers.iter().enumerate() {
+        for (slot, p) in sets.iter_mut().zip(&config.providers) {
             let remote = !matches!(p.jwks.source, JwksSource::Inline(_));
             let chosen = name.as_deref().is_none_or(|n| n == p.name);
             if remote && chosen {
-                sets[i] = Some(parsed.set.clone());
+                *slot = Some(parsed.set.clone());
             }
         }
         if let Some(n) = name
@@ -156,7 +156,7 @@ fn decide(a: &Explain, config: &Config, keys: &Files, token: &str) -> Outcome {
     let d = pipeline::decide(&mut env, &incoming);
     let d = pipeline::charge_failure(&env, &incoming, d);
     let report = report(config, &d);
-    let allowed = report["allowed"] == json!(true);
+    let allowed = report.get("allowed") == Some(&json!(true));
     let stdout = match a.json {
         true => format!("{report}\n"),
         false => text(&report),

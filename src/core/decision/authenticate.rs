@@ -71,9 +71,8 @@ fn identify<'c, 'r>(
     let parsed = d.step("jws", parse(&token, source))?;
     d.kid = parsed.kid.clone();
     d.alg = Some(parsed.alg.as_str());
-    let provider = d.step("provider", choose_provider(cfg, rule, &parsed, source))?;
+    let (provider, p) = d.step("provider", choose_provider(cfg, rule, &parsed, source))?;
     d.provider = Some(provider);
-    let p = &cfg.providers[provider];
     let alg_ok = match p.algorithms.contains(parsed.alg) {
         true => Ok(()),
         false => Err(Denial::new(
@@ -158,26 +157,26 @@ fn from_cache(env: &mut Env<'_>, rule: &Rule, source: &Source, token: &str) -> O
     let cache = env.cache.as_deref_mut()?;
     let hit = cache.get(token, env.now)?;
     let usable = rule.providers.contains(&hit.provider)
-        && reads(&env.config.providers[hit.provider], source)
+        && (env.config.providers.get(hit.provider)).is_some_and(|p| reads(p, source))
         && matches!(env.keys.keys(hit.provider),
                     KeyState::Ready(set) if set.has_fingerprint(hit.key));
     usable.then(|| hit.clone())
 }
 
 /// Stage: the rule's provider whose issuer is the token's `iss` and which reads this source.
-fn choose_provider(
-    cfg: &Config,
+fn choose_provider<'c>(
+    cfg: &'c Config,
     rule: &Rule,
     token: &Token<'_>,
     source: &Source,
-) -> Result<usize, Denial> {
+) -> Result<(usize, &'c Provider), Denial> {
     let iss = token.claims.get("iss").and_then(Value::as_str);
     rule.providers
         .iter()
         .copied()
-        .find(|&p| {
-            let prov = &cfg.providers[p];
-            Some(prov.issuer.as_str()) == iss && reads(prov, source)
+        .find_map(|p| {
+            let prov = cfg.providers.get(p)?;
+            (Some(prov.issuer.as_str()) == iss && reads(prov, source)).then_some((p, prov))
         })
         .ok_or(Denial::new(
             Reason::WrongIssuer,

@@ -22,7 +22,7 @@ pub fn check(
     id: &Identity<'_, '_>,
     d: &mut Decision,
 ) -> Result<(), Halt> {
-    let p = &env.config.providers[id.provider];
+    let p = provider(env, id)?;
     let cnf = id.claims.get("cnf").and_then(Value::as_object);
     let under_dpop = is_dpop_scheme(id.source);
     let bound = cnf.is_some_and(|c| c.contains_key("jkt"));
@@ -44,6 +44,12 @@ pub fn check(
     Ok(())
 }
 
+/// The identity's provider; refused (never the case: the index comes from the configuration).
+fn provider<'c>(env: &Env<'c>, id: &Identity<'_, '_>) -> Result<&'c Provider, Denial> {
+    (env.config.providers.get(id.provider))
+        .ok_or(Denial::new(Reason::WrongIssuer, "provider not configured"))
+}
+
 fn deny<T>(reason: Reason, detail: &'static str) -> Result<T, Denial> {
     Err(Denial::new(reason, detail))
 }
@@ -56,7 +62,7 @@ fn proof(
     id: &Identity<'_, '_>,
     cnf: Option<&Map<String, Value>>,
 ) -> Result<Option<Checked>, Denial> {
-    let p = &env.config.providers[id.provider];
+    let p = provider(env, id)?;
     let jkt = cnf.and_then(|c| c.get("jkt"));
     match (is_dpop_scheme(id.source), jkt) {
         (false, None) if p.dpop.mode == DpopMode::Required => deny(

@@ -170,7 +170,10 @@ fn apply_rule<'c>(
     let Some(id) = identity else {
         return Ok(None);
     };
-    let p = &cfg.providers[id.provider];
+    // The index comes from the configuration; refused all the same if it did not.
+    let Some(p) = cfg.providers.get(id.provider) else {
+        return Err(Denial::new(Reason::WrongIssuer, "provider not configured").into());
+    };
     authorize::forward_claims(p, &id, &mut d.ops);
     d.note("forward", true, || None);
     d.detail = "verified";

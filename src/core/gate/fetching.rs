@@ -37,7 +37,7 @@ impl Gate {
     pub fn on_tick(&mut self, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
         for provider in 0..self.caches.len() {
-            if self.caches[provider].is_remote() {
+            if self.caches.get(provider).is_some_and(|c| c.is_remote()) {
                 self.tick_provider(provider, now_ms, &mut actions);
             }
         }
@@ -55,7 +55,9 @@ impl Gate {
     }
 
     fn tick_provider(&mut self, provider: usize, now_ms: u64, out: &mut Vec<Action>) {
-        let c = &mut self.caches[provider];
+        let Some(c) = self.caches.get_mut(provider) else {
+            return;
+        };
         let synced = c.sync(&*self.setup.store);
         let due = c.routine_due(now_ms);
         if synced.keys_changed {
@@ -79,7 +81,9 @@ impl Gate {
     /// Starts a fetch for `provider` if this VM wins the process-wide lease.
     fn start(&mut self, provider: usize, now_ms: u64, want: Want, out: &mut Vec<Action>) -> bool {
         let owner = self.setup.owner;
-        let started = self.caches[provider].try_start(&*self.setup.store, now_ms, owner, want);
+        let store = &*self.setup.store;
+        let started =
+            (self.caches.get_mut(provider)).and_then(|c| c.try_start(store, now_ms, owner, want));
         let Some(request) = started else {
             return false;
         };
@@ -104,8 +108,10 @@ impl Gate {
         jitter: u64,
     ) -> Vec<Action> {
         let owner = self.setup.owner;
-        let outcome =
-            self.caches[provider].dispatch_failed(&*self.setup.store, now_ms, owner, jitter);
+        let Some(c) = self.caches.get_mut(provider) else {
+            return Vec::new();
+        };
+        let outcome = c.dispatch_failed(&*self.setup.store, now_ms, owner, jitter);
         let mut out = vec![Action::Fetched {
             provider,
             outcome,
@@ -126,13 +132,11 @@ impl Gate {
         let Some(provider) = self.fetches.remove(&token) else {
             return Vec::new();
         };
-        let (outcome, next) = self.caches[provider].finish(
-            &*self.setup.store,
-            now_ms,
-            self.setup.owner,
-            answer,
-            jitter,
-        );
+        let Some(c) = self.caches.get_mut(provider) else {
+            return Vec::new();
+        };
+        let (outcome, next) =
+            c.finish(&*self.setup.store, now_ms, self.setup.owner, answer, jitter);
         self.purge_token_cache(provider);
         let class = fetch_class(answer.status, &outcome);
         let mut out = vec![Action::Fetched {

@@ -165,7 +165,9 @@ impl Gate {
             return Err(waiter);
         }
         if refetch {
-            let c = &mut self.caches[provider];
+            let Some(c) = self.caches.get_mut(provider) else {
+                return Err(waiter);
+            };
             let synced = c.sync(&*self.setup.store);
             if synced.epoch_moved {
                 // A fetch ended that this VM had not seen: this request is decided again on

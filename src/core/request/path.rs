@@ -118,7 +118,7 @@ fn strip_parameters(path: &str, params: PathParameters) -> Result<Option<String>
     // An encoded `;` is ambiguous in either mode: some upstreams decode it into a delimiter.
     if bytes
         .windows(3)
-        .any(|w| w[0] == b'%' && w[1] == b'3' && (w[2] == b'b' || w[2] == b'B'))
+        .any(|w| matches!(w, [b'%', b'3', b'b' | b'B']))
     {
         return Err(PathError::Parameter);
     }

@@ -73,7 +73,8 @@ pub struct TokenCache {
 /// work of a cache hit) buys nothing. Equality always compares the whole token.
 fn hash(hasher: &RandomState, token: &str) -> u64 {
     let bytes = token.as_bytes();
-    hasher.hash_one(&bytes[bytes.len().saturating_sub(HASHED_TAIL)..])
+    let tail = bytes.get(bytes.len().saturating_sub(HASHED_TAIL)..);
+    hasher.hash_one(tail.unwrap_or(bytes))
 }
 
 impl TokenCache {

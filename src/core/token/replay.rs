@@ -46,7 +46,7 @@ pub fn ensure_records(store: &dyn SharedStore, provider: usize) -> Result<(), Wr
 }
 
 fn digest(jti: &str) -> (u64, u64) {
-    let d = Sha256::digest(jti.as_bytes());
+    let d: [u8; 32] = Sha256::digest(jti.as_bytes()).into();
     let mut hash = [0u8; 8];
     let mut pick = [0u8; 8];
     hash.copy_from_slice(&d[..8]);
