@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 
 .PHONY: all setup rust-setup build build-tools cli run test test-unit test-integration \
         fmt lint compose-config compose-render compose-test images oci clean distclean \
-        bench bench-memory
+        bench bench-memory bench-crates bench-unitcost
 
 all: build
 
@@ -71,10 +71,27 @@ test-unit:
 test-integration: setup build build-tools
 	$(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
 
-## bench: the filter next to Envoy's jwt_authn in one Envoy, under wrk; prints a table and
-## writes target/bench/latest.json. BENCH_QUICK=1 for a smoke run; BENCH_SECONDS, BENCH_TOKENS
-## and the rest are described in tests/bench/bench.py.
-bench: setup build build-tools
+## bench: the filter next to Envoy's jwt_authn (with and without its token cache) and the
+## wasm floor (benches/floor) in one Envoy, under wrk; prints a table and writes
+## target/bench/latest.json. BENCH_QUICK=1 for a smoke run; BENCH_SECONDS, BENCH_TOKENS,
+## BENCH_WASM_ALT and the rest are described in tests/bench/bench.py.
+bench: setup build build-tools bench-crates bench-wrk
+	$(PY) tests/bench/bench.py
+
+## bench-crates: the bench's own proxy-wasm modules (benches/floor, benches/unitcost), each
+## its own Cargo workspace, into $(TARGET_DIR)/bench-crates
+bench-crates: rust-setup
+	for crate in floor unitcost; do \
+	  CARGO_TARGET_DIR=$(abspath $(TARGET_DIR))/bench-crates $(CARGO) build --release \
+	    --target $(WASM_TARGET) --manifest-path benches/$$crate/Cargo.toml; \
+	done
+
+## bench-unitcost: the V8 cost of one host call of each kind (tests/bench/unitcost.py)
+bench-unitcost: setup bench-crates bench-wrk
+	$(PY) tests/bench/unitcost.py
+
+.PHONY: bench-wrk
+bench-wrk:
 	@command -v wrk >/dev/null || { \
 	  if [[ $$(id -u) == 0 ]] && command -v apt-get >/dev/null; then \
 	    echo "installing wrk"; \
@@ -85,7 +102,6 @@ bench: setup build build-tools
 	    echo "make bench needs wrk: install it (Debian: sudo apt-get install wrk) or put it on PATH" >&2; \
 	    exit 1; \
 	  fi; }
-	$(PY) tests/bench/bench.py
 
 ## bench-memory: issue 5's memory check (100k distinct tokens, then BENCH_MEMORY_SECONDS=300)
 bench-memory:

@@ -1,31 +1,43 @@
 #!/usr/bin/env python3
-"""`make bench`: this filter next to Envoy's native jwt_authn, in one Envoy, under wrk.
+"""`make bench`: this filter next to Envoy's native jwt_authn (with and without its token cache)
+and the wasm floor, in one Envoy, under wrk.
 
 Processes, all on 127.0.0.1 with ports picked at run time, all stopped on exit:
   - the mock IdP (tests/mock-idp): it mints the tokens, and its key set is inlined into both
     filters' configurations (so no key fetch is measured);
   - the upstream: a second Envoy that answers 200 itself (envoy/bench-upstream.yaml.tmpl);
-  - the Envoy under test (envoy/bench.yaml.tmpl, `--concurrency 1`) with four listeners that
-    route to that upstream: `none` (no auth filter), `native` (jwt_authn + RBAC on scope
-    orders:read), `wasm` (this filter, same policy, Envoy's BoringSSL through the foreign
-    function) and `wasm_pure` (this filter, pure-Rust signatures). A fresh one is started for
-    each workload (and round), so no per-VM state such as a token cache carries over.
+  - the Envoy under test (envoy/bench.yaml.tmpl, `--concurrency 1`) with listeners that route
+    to that upstream: `none` (no auth filter), `native` (jwt_authn + RBAC on scope orders:read,
+    no token cache: jwt_authn's default), `native_cached` (the same with jwt_authn's
+    jwt_cache_config, sized for every token of the run), `floor` (benches/floor: the least a
+    proxy-wasm auth filter can do: read the authorization header, remove it, set one header,
+    401 without it), `wasm` (this filter, same policy, Envoy's BoringSSL through the foreign
+    function), `wasm_pure` (this filter, pure-Rust signatures) and `wasm_alt` (the filter
+    built another way, BENCH_WASM_ALT, measured beside `wasm` only when set). A fresh Envoy
+    is started for each workload (and round), so no per-VM state such as a token cache
+    carries over.
 
 Workloads, each run as `wrk -t1 -c<connections> -d<seconds>s --latency` per listener, after a
 1 s warm-up with one token (tests/bench/wrk.lua builds the requests and counts the statuses):
+Every workload runs none, native, native_cached and floor, then the filter's listener(s):
   same     one valid token on every request, for BENCH_SECONDS;
   unique   a pool of BENCH_TOKENS distinct valid tokens, each sent once: the run ends when the
            pool is used up, or after BENCH_SECONDS (the table shows how long it lasted);
   invalid  as unique, with every 10th token invalid (half bad signature, half expired);
-  pure     as unique, against wasm_pure (and native and none, for the ratios), for at most
-           BENCH_PURE_SECONDS;
-then `same` again on none, native and wasm, paced at half of wasm's closed-loop peak (wrk.lua
+  pure     as unique, against wasm_pure, for at most BENCH_PURE_SECONDS;
+then `same` again on none, native, native_cached, floor and wasm, paced at half of wasm's
+closed-loop peak (wrk.lua
 explains the pacer), in 3 x BENCH_ROUNDS short slices that take turns, each listener's latencies
 pooled over its slices: the p99 latency each filter adds.
 
+Ratios: every listener's requests/s over native_cached's, floor's, native's and none's, each
+the median of the rounds' ratios (the runs of a round are seconds apart in one Envoy); and its
+Envoy CPU time per request over none's.
+
 Checks: before a workload, every listener answers one request per case (valid, no token, bad
-signature, expired, scope missing) as its policy requires; after every run, the statuses must
-be what the workload implies (all 200; 10% 401 from the auth listeners under `invalid`), with
+signature, expired, scope missing) as its policy requires (none: always 200; floor: 401 only
+without a token); after every run, the statuses must be what the workload implies (all 200;
+10% 401 from the checking listeners under `invalid`), with
 no socket error. A deviation fails the benchmark (exit 1): a listener that rejects everything
 would look fast. Each run also records the CPU time of the Envoy under test per request (its
 cost, meaningful even when the round trips, not Envoy, bound rps), how busy each process was,
@@ -48,8 +60,10 @@ BENCH_WORKLOADS (a comma list), BENCH_ROUNDS (run every workload that many times
 fresh Envoy, and report each listener's median run, preferring quiet ones), BENCH_PIN (1: the
 Envoy under test alone on the last CPU, wrk and the upstream on the others), BENCH_IDLE_WAIT,
 BENCH_MEMORY, BENCH_MEMORY_TOKENS, BENCH_MEMORY_SECONDS, BENCH_MEMORY_LIMIT_MIB,
-BENCH_MEMORY_FLAT_MIB, BENCH_ENFORCE_TARGETS=1 (exit 1 when a target of issue 5 is missed, too).
-OKTA_JWT_WASM, ENVOY_BIN and MOCK_IDP_BIN as for the integration tests.
+BENCH_MEMORY_FLAT_MIB, BENCH_ENFORCE_TARGETS=1 (exit 1 when a target of issue 13 is missed, too),
+BENCH_WASM_ALT (a path: another build of the filter, e.g. at opt-level 3, measured as wasm_alt
+in the same, unique and invalid workloads). OKTA_JWT_WASM, ENVOY_BIN and MOCK_IDP_BIN as for
+the integration tests; FLOOR_WASM for the floor (default: what `make bench-crates` builds).
 
 Modules: this file (the steps in order), driver.py (settings, processes, wrk, one measured run),
 workloads.py (tokens, pre-flight checks, the workloads and how their runs combine), report.py

@@ -36,7 +36,10 @@ IDP_KEY_DIR = OUT_DIR / "idp-keys"
 IDP_PUBLIC_URL = "http://idp.bench.invalid"
 
 PATH = "/api/orders"
-LISTENERS = ("none", "native", "wasm", "wasm_pure")
+LISTENERS = ("none", "native", "native_cached", "floor", "wasm", "wasm_pure", "wasm_alt")
+# Where `make bench` builds the bench's own proxy-wasm crates (benches/*, each its own
+# workspace): `floor` here, `unitcost` for tests/bench/unitcost.py.
+BENCH_CRATES_DIR = harness._target_dir() / "bench-crates" / "wasm32-wasip1" / "release"
 WARMUP_SECONDS = 1
 BUSY_CPU = 0.10  # other processes using more than this share of a CPU make a run suspect
 
@@ -83,6 +86,7 @@ class Settings:
     memory_limit_mib: float
     memory_flat_mib: float
     enforce_targets: bool
+    wasm_alt: str | None  # BENCH_WASM_ALT: another build of the filter, measured as wasm_alt
 
     @classmethod
     def from_env(cls, known: Sequence[str], min_tokens: int) -> Settings:
@@ -117,6 +121,7 @@ class Settings:
             memory_limit_mib=number("BENCH_MEMORY_LIMIT_MIB"),
             memory_flat_mib=number("BENCH_MEMORY_FLAT_MIB"),
             enforce_targets=_flag("BENCH_ENFORCE_TARGETS"),
+            wasm_alt=_wasm_alt(),
         )
 
     def cpus(self, under_test: bool) -> list[str]:
@@ -125,6 +130,21 @@ class Settings:
             return []
         cpus = sorted(os.sched_getaffinity(0))
         return ["taskset", "-c", ",".join(map(str, cpus[-1:] if under_test else cpus[:-1]))]
+
+
+def _wasm_alt() -> str | None:
+    raw = os.environ.get("BENCH_WASM_ALT", "").strip()
+    if not raw:
+        return None
+    path = Path(raw).resolve()
+    if not path.is_file():
+        raise BenchError(f"BENCH_WASM_ALT={raw!r}: no such file")
+    return str(path)
+
+
+def floor_wasm() -> Path:
+    """benches/floor's module (FLOOR_WASM overrides), built by `make bench`."""
+    return harness._artifact("FLOOR_WASM", BENCH_CRATES_DIR / "bench_floor.wasm", "bench")
 
 
 def _flag(name: str) -> bool:
@@ -204,6 +224,10 @@ class Context:
                 **{f"PORT_{n.upper()}": str(ports[n]) for n in LISTENERS},
                 "UPSTREAM_HOST": HOST, "UPSTREAM_PORT": str(self.upstream.ports["upstream"]),
                 "WASM_PATH": str(harness.wasm_path()), "ISSUER": self.issuer,
+                "WASM_ALT_PATH": str(self.settings.wasm_alt or harness.wasm_path()),
+                "FLOOR_WASM_PATH": str(floor_wasm()),
+                # Every distinct token a workload sends, and the pre-flight ones.
+                "JWT_CACHE_SIZE": str(self.settings.tokens + 100),
                 "JWKS": compact(self.jwks), "JWKS_STRING": json.dumps(compact(self.jwks)),
             }
             wasm = render.load_filter_config(variables, BENCH_FILTER)

@@ -13,13 +13,21 @@ from driver import (BUSY_CPU, LISTENERS, PATH, TOKENS_DIR, WORK_DIR, BenchError,
                     Run, check, log, measure, wrk)
 from idp_client import IdpClient, token_claims
 
-# name, listeners, what
+# The listeners every workload measures before its own (envoy/bench.yaml.tmpl): no auth, the
+# two native ones, and the wasm floor.
+ANCHORS = ("none", "native", "native_cached", "floor")
+# What ratios are taken against, in the table's order.
+BASES = ("native_cached", "floor", "native", "none")
+# Listeners that check no token: they answer 200 whatever the token (the floor only wants one).
+NO_CHECK = ("none", "floor")
+
+# name, listeners, what (wasm_alt joins wasm's workloads when BENCH_WASM_ALT is set)
 WORKLOADS = (
-    ("same", ("none", "native", "wasm"), "one valid token on every request"),
-    ("unique", ("none", "native", "wasm"), "distinct valid tokens, each sent once"),
-    ("invalid", ("none", "native", "wasm"),
+    ("same", (*ANCHORS, "wasm"), "one valid token on every request"),
+    ("unique", (*ANCHORS, "wasm"), "distinct valid tokens, each sent once"),
+    ("invalid", (*ANCHORS, "wasm"),
      "as unique, every 10th token invalid (half bad signature, half expired)"),
-    ("pure", ("none", "native", "wasm_pure"), "as unique, with pure-Rust signature checks"),
+    ("pure", (*ANCHORS, "wasm_pure"), "as unique, with pure-Rust signature checks"),
 )
 NAMES = tuple(name for name, _, _ in WORKLOADS)
 INVALID_EVERY = 10
@@ -117,7 +125,9 @@ def preflight(ctx: Context, envoy: Envoy, tokens: Tokens) -> None:
     for listener in LISTENERS:
         client = ctx.client(envoy, listener)
         for case, token, status in cases:
-            expected = 200 if listener == "none" else status
+            expected = status
+            if listener in NO_CHECK:
+                expected = 401 if listener == "floor" and token is None else 200
             got = client.get(PATH, token).status
             if got != expected:
                 wrong.append(f"{listener}: {case}: expected {expected}, got {got}")
@@ -135,13 +145,14 @@ class WorkloadResult:
     pool_size: int
     rss_kib: list[list[int]] = field(default_factory=list)  # per round: idle, after
     runs: list[Run] = field(default_factory=list)
-    # Per listener, its rps over native's in each round (runs seconds apart in one Envoy).
-    x_native_rounds: dict[str, list[float]] = field(default_factory=dict)
+    # Per base (BASES) and listener, its rps over the base's in each round (runs seconds apart
+    # in one Envoy).
+    x_rounds: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
-    def x_native(self, listener: str) -> float | None:
-        """The median of the per-round ratios: a paired comparison, so drift of the machine
-        between rounds cancels out."""
-        ratios = sorted(self.x_native_rounds.get(listener, []))
+    def x(self, listener: str, base: str) -> float | None:
+        """The median of the per-round ratios of `listener` to `base`: a paired comparison,
+        so drift of the machine between rounds cancels out."""
+        ratios = sorted(self.x_rounds.get(base, {}).get(listener, []))
         return ratios[len(ratios) // 2] if ratios else None
 
 
@@ -157,6 +168,8 @@ def run_workloads(ctx: Context, tokens: Tokens) -> tuple[list[WorkloadResult], d
         token_file = {"same": None, "invalid": tokens.mixed}.get(name, tokens.pool)
         pool_size = {"same": 1, "invalid": tokens.mixed_size}.get(name, tokens.pool_size)
         result = WorkloadResult(name, what, pool_size)
+        if ctx.settings.wasm_alt and "wasm" in listeners:
+            listeners = (*listeners, "wasm_alt")
         rounds: dict[str, list[Run]] = {listener: [] for listener in listeners}
         for round_ in range(1, ctx.settings.rounds + 1):
             envoy = ctx.start_bench_envoy(f"envoy-{name}-{round_}")
@@ -166,14 +179,16 @@ def run_workloads(ctx: Context, tokens: Tokens) -> tuple[list[WorkloadResult], d
                 for listener in listeners:
                     run = measure(ctx, envoy, name, listener, seconds, tokens.valid,
                                   token_file=token_file, round_=round_)
-                    auth = name == "invalid" and listener != "none"
+                    auth = name == "invalid" and listener not in NO_CHECK
                     check(ctx, run, tokens.invalid_share if auth else 0.0)
                     rounds[listener].append(run)
                 result.runs = [median(runs) for runs in rounds.values()]
-                if "native" in rounds and rounds["native"][-1].rps:
+                for base in BASES:
+                    if base not in rounds or not rounds[base][-1].rps:
+                        continue
                     for listener, runs in rounds.items():
-                        result.x_native_rounds.setdefault(listener, []).append(
-                            round(runs[-1].rps / rounds["native"][-1].rps, 3))
+                        result.x_rounds.setdefault(base, {}).setdefault(listener, []).append(
+                            round(runs[-1].rps / rounds[base][-1].rps, 3))
                 if name == "same" and round_ == ctx.settings.rounds:
                     latency = added_latency(ctx, envoy, tokens, result.runs)
                 result.rss_kib[-1].append(envoy.rss_kib())
@@ -192,17 +207,20 @@ def median(runs: list[Run]) -> Run:
     return run
 
 
+# The paced comparison: none first (the others' added p99 is over it).
+PACED = ("none", "native", "native_cached", "floor", "wasm")
+
+
 def added_latency(ctx: Context, envoy: Envoy, tokens: Tokens, same: list[Run]) -> dict:
     """The same token, paced at half of wasm's closed-loop peak: the p99 each filter adds.
 
     On a shared machine a single disturbance moves one run's p99 by milliseconds, so the
-    listeners take turns in short slices (none, native, wasm, none, ...; 3 x BENCH_ROUNDS
-    slices each), and each listener's p50 and p99 come from all its slices' latencies pooled:
-    whatever disturbs the machine is spread over the three alike."""
+    listeners take turns in short slices (PACED in turn, 3 x BENCH_ROUNDS slices each), and each listener's p50 and p99 come from all its slices' latencies pooled:
+    whatever disturbs the machine is spread over them all alike."""
     rate = next(r.rps for r in same if r.listener == "wasm") / 2
     slices = 3 * ctx.settings.rounds
     seconds = max(2, ctx.settings.seconds // 3)
-    runs: dict[str, list[Run]] = {listener: [] for listener in ("none", "native", "wasm")}
+    runs: dict[str, list[Run]] = {listener: [] for listener in PACED}
     for i in range(1, slices + 1):
         for listener, done in runs.items():
             run = measure(ctx, envoy, "same-paced", listener, seconds, tokens.valid, rate=rate,
