@@ -37,8 +37,28 @@ pub fn single<'a>(fields: &'a [(String, String)], name: &str) -> Result<Option<&
     Ok(first.map(|(_, v)| v.as_str()))
 }
 
-/// `Authorization: Basic base64(id:secret)`. `None` if the header is not Basic at all,
-/// `Some(Err)` if it is Basic but undecodable.
+/// One form-encoded value (`+` is a space, `%XX` a byte), refused when a `%` escape is bad or
+/// the bytes are not UTF-8.
+pub fn form_decode(value: &str) -> Result<String, String> {
+    let bytes = value.as_bytes();
+    let escapes_ok = bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_ok {
+        return Err("bad percent-escape".to_string());
+    }
+    percent_encoding::percent_decode_str(&value.replace('+', " "))
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| "not UTF-8 once decoded".to_string())
+}
+
+/// `Authorization: Basic base64(id:secret)`, id and secret each form-encoded first (RFC 6749
+/// section 2.3.1) and decoded here. `None` if the header is not Basic at all, `Some(Err)` if it
+/// is Basic but undecodable.
 pub fn basic_auth(header: &str) -> Option<Result<(String, String), String>> {
     let (scheme, rest) = header.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -51,9 +71,11 @@ pub fn basic_auth(header: &str) -> Option<Result<(String, String), String>> {
             String::from_utf8(raw).map_err(|_| "Basic credentials are not UTF-8".to_string())
         });
     Some(decoded.and_then(|s| {
-        s.split_once(':')
-            .map(|(id, secret)| (id.to_string(), secret.to_string()))
-            .ok_or_else(|| "Basic credentials lack `:`".to_string())
+        let (id, secret) = s
+            .split_once(':')
+            .ok_or_else(|| "Basic credentials lack `:`".to_string())?;
+        let decode = |v: &str| form_decode(v).map_err(|e| format!("Basic credentials: {e}"));
+        Ok((decode(id)?, decode(secret)?))
     }))
 }
 
@@ -111,6 +133,16 @@ mod tests {
             basic_auth(&h).unwrap().unwrap(),
             ("0oa-demo-client".to_string(), "demo:secret".to_string())
         );
+        // Each part is form-decoded: `%3A` is a colon inside the id, `+` a space.
+        let h = format!("Basic {}", STANDARD.encode("a%3Ab+c:s%25%2B+x"));
+        assert_eq!(
+            basic_auth(&h).unwrap().unwrap(),
+            ("a:b c".to_string(), "s%+ x".to_string())
+        );
+        for bad in ["id:%zz", "%FF:secret", "id:%4"] {
+            let h = format!("Basic {}", STANDARD.encode(bad));
+            assert!(basic_auth(&h).unwrap().is_err(), "{bad}");
+        }
         assert!(basic_auth("Bearer abc").is_none());
         assert!(basic_auth("basic !!!").unwrap().is_err());
         assert!(basic_auth(&format!("Basic {}", STANDARD.encode("nocolon")))
