@@ -1,4 +1,5 @@
-//! `/control/*`: test-only endpoints to mint tokens, rotate keys and inject faults.
+//! `/control/*`: test-only endpoints to mint tokens, rotate keys, inject faults and see the
+//! last introspection request.
 
 use std::sync::Arc;
 
@@ -6,12 +7,12 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::faults::Fault;
+use crate::faults::{Endpoint, Fault};
 use crate::keys::SigningKey;
 use crate::lock;
 use crate::message::{Reply, Req};
-use crate::routes::{not_found, AUDIENCE};
-use crate::state::{App, DEFAULT_SERVER};
+use crate::routes::{audience, not_found};
+use crate::state::{App, Issued, DEFAULT_SERVER};
 use crate::tokens::{self, Alg, OktaClaims};
 
 type Handler = fn(&App, &Req) -> Result<Reply, Reply>;
@@ -25,6 +26,7 @@ pub fn handle(app: &Arc<App>, req: &Req) -> Reply {
         "/control/max-age" => ("POST", max_age),
         "/control/reset" => ("POST", reset),
         "/control/counts" => ("GET", counts),
+        "/control/introspect-last" => ("GET", introspect_last),
         _ => return not_found(req),
     };
     if req.method != method {
@@ -61,6 +63,10 @@ struct MintReq {
     alg: Option<String>,
     lifetime_s: Option<i64>,
     signing_key: Option<String>,
+    /// An opaque token (random, remembered by the server) instead of a JWT.
+    opaque: Option<bool>,
+    /// Merged into the token's introspection answers (`null` removes a member).
+    introspection_extra: Option<Map<String, Value>>,
 }
 
 fn mint(app: &App, req: &Req) -> Result<Reply, Reply> {
@@ -110,8 +116,13 @@ fn signing_panicked() -> Reply {
 }
 
 /// A validated mint request: server, algorithm and key resolved once, tokens made on demand.
-struct Minter {
+struct Minter<'a> {
+    app: &'a App,
+    server: String,
+    opaque: bool,
+    extra: Map<String, Value>,
     issuer: String,
+    audience: String,
     lifetime_s: i64,
     alg: Alg,
     key: Arc<SigningKey>,
@@ -120,9 +131,15 @@ struct Minter {
     header: Map<String, Value>,
 }
 
-impl Minter {
-    fn new(app: &App, m: MintReq) -> Result<Minter, Reply> {
+impl<'a> Minter<'a> {
+    fn new(app: &'a App, m: MintReq) -> Result<Minter<'a>, Reply> {
         let id = m.server.as_deref().unwrap_or(DEFAULT_SERVER);
+        let opaque = m.opaque.unwrap_or(false);
+        if opaque && (m.alg.is_some() || m.header.is_some() || m.signing_key.is_some()) {
+            return Err(bad(
+                "alg, header and signing_key do not apply to opaque tokens",
+            ));
+        }
         let alg_name = m.alg.as_deref().unwrap_or("RS256");
         let alg = Alg::parse(alg_name).ok_or_else(|| {
             bad(format!(
@@ -157,7 +174,12 @@ impl Minter {
             }
         };
         Ok(Minter {
+            app,
+            server: id.to_string(),
+            opaque,
+            extra: m.introspection_extra.unwrap_or_default(),
             issuer: app.issuer(id),
+            audience: audience(app, id),
             lifetime_s: m.lifetime_s.unwrap_or(app.config.lifetime_s),
             alg,
             key,
@@ -170,7 +192,7 @@ impl Minter {
     fn token(&self) -> Result<String, Reply> {
         let mut claims = OktaClaims {
             issuer: &self.issuer,
-            audience: AUDIENCE,
+            audience: &self.audience,
             lifetime_s: self.lifetime_s,
             cid: "0oa-demo-client",
             uid: Some("00u-demo-user"),
@@ -179,14 +201,36 @@ impl Minter {
         }
         .to_map();
         tokens::merge(&mut claims, self.claims.clone());
+        let server_error = |e| Reply::error(500, "server_error", e);
+        let extra = self.extra.clone();
+        if self.opaque {
+            let token = tokens::new_opaque();
+            let issued = Issued {
+                claims: Some(claims),
+                extra,
+            };
+            self.app
+                .remember(&self.server, tokens::token_hash(&token), issued)
+                .map_err(server_error)?;
+            return Ok(token);
+        }
 
         let mut header = Map::new();
         header.insert("kid".into(), self.kid.clone().into());
         header.insert("alg".into(), self.alg.name().into());
         tokens::merge(&mut header, self.header.clone());
 
-        tokens::encode(&header, &claims, self.alg, &self.key)
-            .map_err(|e| Reply::error(500, "server_error", e))
+        let token = tokens::encode(&header, &claims, self.alg, &self.key).map_err(server_error)?;
+        if !extra.is_empty() {
+            let issued = Issued {
+                claims: None,
+                extra,
+            };
+            self.app
+                .remember(&self.server, tokens::token_hash(&token), issued)
+                .map_err(server_error)?;
+        }
+        Ok(token)
     }
 }
 
@@ -211,6 +255,8 @@ fn rotate(app: &App, req: &Req) -> Result<Reply, Reply> {
 #[serde(deny_unknown_fields)]
 struct FaultReq {
     server: Option<String>,
+    /// `keys` (the default) or `introspect`.
+    endpoint: Option<String>,
     #[serde(default)]
     mode: Value,
     delay_ms: Option<u64>,
@@ -219,9 +265,10 @@ struct FaultReq {
 fn fault(app: &App, req: &Req) -> Result<Reply, Reply> {
     let f: FaultReq = parse(&req.body)?;
     let id = f.server.as_deref().unwrap_or(DEFAULT_SERVER);
-    let fault = Fault::parse(&f.mode, f.delay_ms).map_err(bad)?;
-    app.set_fault(id, fault).map_err(bad)?;
-    let mut body = json!({"server": id, "mode": fault.name()});
+    let endpoint = Endpoint::parse(f.endpoint.as_deref()).map_err(bad)?;
+    let fault = Fault::parse_for(endpoint, &f.mode, f.delay_ms).map_err(bad)?;
+    app.set_fault(id, endpoint, fault).map_err(bad)?;
+    let mut body = json!({"server": id, "endpoint": endpoint.name(), "mode": fault.name()});
     if let Fault::Slow { delay_ms } = fault {
         body["delay_ms"] = delay_ms.into();
     }
@@ -250,6 +297,12 @@ fn reset(app: &App, _req: &Req) -> Result<Reply, Reply> {
 
 fn counts(app: &App, _req: &Req) -> Result<Reply, Reply> {
     Ok(Reply::json(200, &json!(app.counts.snapshot())))
+}
+
+/// The shape of the last introspection request (see `introspect::record`), or `null`.
+fn introspect_last(app: &App, _req: &Req) -> Result<Reply, Reply> {
+    let last = lock(&app.introspections).1.clone();
+    Ok(Reply::json(200, &last.unwrap_or(Value::Null)))
 }
 
 #[cfg(test)]
@@ -509,15 +562,17 @@ mod tests {
         assert_eq!(keys().wait().body_json(), json!({"keys": []}));
         assert_eq!(
             set(json!("slow")),
-            json!({"server": "default", "mode": "slow", "delay_ms": 1})
+            json!({"server": "default", "endpoint": "keys", "mode": "slow", "delay_ms": 1})
         );
         match keys() {
             Outcome::After(d, f) => {
                 assert_eq!(d.as_millis(), 1);
                 assert_eq!(f().body_json()["keys"].as_array().unwrap().len(), 2);
             }
-            Outcome::Now(_) => panic!("slow fault answered immediately"),
+            _ => panic!("slow fault answered immediately"),
         }
+        set(json!("drop"));
+        assert!(matches!(keys(), Outcome::Drop));
         assert_eq!(post(&app, "/control/reset", json!({})).status, 200);
         assert!(matches!(keys(), Outcome::Now(r) if r.status == 200));
     }

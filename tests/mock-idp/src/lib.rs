@@ -7,6 +7,7 @@ pub mod counts;
 pub mod echo;
 pub mod faults;
 pub mod form;
+pub mod introspect;
 pub mod keys;
 pub mod message;
 pub mod routes;

@@ -78,6 +78,15 @@ impl Reply {
         }
     }
 
+    /// No body and no content type (a revocation's answer).
+    pub fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
     /// OAuth-style error body, used for every error this crate produces.
     pub fn error(status: u16, code: &str, description: impl Into<String>) -> Reply {
         Reply::json(
@@ -109,17 +118,25 @@ pub enum Outcome {
     Now(Reply),
     /// Answered after the delay, built then: only this request's connection waits.
     After(Duration, Deferred),
+    /// No answer: the connection is closed (the `drop` fault, a transport error for clients).
+    Drop,
 }
 
 impl Outcome {
-    /// Resolves the outcome on the current thread (tests).
-    pub fn wait(self) -> Reply {
+    /// Resolves the outcome on the current thread (tests); `None` for a dropped connection.
+    pub fn resolve(self) -> Option<Reply> {
         match self {
-            Outcome::Now(r) => r,
+            Outcome::Now(r) => Some(r),
             Outcome::After(d, f) => {
                 thread::sleep(d);
-                f()
+                Some(f())
             }
+            Outcome::Drop => None,
         }
+    }
+
+    /// As `resolve`, for tests that expect an answer; a dropped connection reads as status 0.
+    pub fn wait(self) -> Reply {
+        self.resolve().unwrap_or(Reply::empty(0))
     }
 }

@@ -1,4 +1,5 @@
-//! Request entry point and the Okta endpoints: discovery, keys, token.
+//! Request entry point and the Okta endpoints: discovery, keys, token (introspect and revoke
+//! live in `introspect`), and client authentication, which they share.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,9 +8,9 @@ use serde_json::{json, Value};
 
 use crate::faults::Fault;
 use crate::message::{Outcome, Received, Reply, Req};
-use crate::state::App;
+use crate::state::{App, Issued, ORG_SERVER};
 use crate::tokens::{self, Alg, OktaClaims};
-use crate::{control, form, lock};
+use crate::{control, form, introspect, lock};
 
 /// Built-in confidential clients (id, secret), valid on every server.
 pub const CLIENTS: &[(&str, &str)] = &[
@@ -20,6 +21,18 @@ pub const CLIENTS: &[(&str, &str)] = &[
 pub const SCOPES: &[&str] = &["orders:read", "orders:write", "profile", "admin"];
 
 pub const AUDIENCE: &str = "api://default";
+
+/// The endpoints Okta's org authorization server has at `/oauth2/v1/...` (no server id).
+const ORG_ENDPOINTS: &[&str] = &["keys", "token", "introspect", "revoke"];
+
+/// The `aud` of the server's access tokens: Okta's org server puts its own URL there.
+pub fn audience(app: &App, id: &str) -> String {
+    if App::is_org(id) {
+        app.issuer(id)
+    } else {
+        AUDIENCE.to_string()
+    }
+}
 
 /// Server entry: count (refused requests too), then dispatch.
 pub fn serve(app: &Arc<App>, received: Received) -> Outcome {
@@ -41,20 +54,21 @@ pub fn handle(app: &Arc<App>, req: &Req) -> Outcome {
     if path == "/control" || path.starts_with("/control/") {
         return Outcome::Now(control::handle(app, req));
     }
-    let Some((id, endpoint)) = path
-        .strip_prefix("/oauth2/")
-        .and_then(|rest| rest.split_once('/'))
-    else {
+    let Some((id, endpoint)) = route(path) else {
         return Outcome::Now(not_found(req));
     };
     let allowed = match endpoint {
         ".well-known/openid-configuration" | ".well-known/oauth-authorization-server" => "GET",
         "v1/keys" => "GET",
-        "v1/token" => "POST",
+        "v1/token" | "v1/introspect" | "v1/revoke" => "POST",
         _ => return Outcome::Now(not_found(req)),
     };
     if !crate::state::valid_server_id(id) {
         return Outcome::Now(not_found(req));
+    }
+    if endpoint == "v1/introspect" {
+        // Before any check, so a test sees the shape of a request the mock refused too.
+        introspect::record(app, id, req);
     }
     if req.method != allowed {
         return Outcome::Now(
@@ -69,8 +83,29 @@ pub fn handle(app: &Arc<App>, req: &Req) -> Outcome {
     match endpoint {
         "v1/keys" => keys(app, id),
         "v1/token" => Outcome::Now(token(app, id, req)),
+        "v1/introspect" => introspect::introspect(app, id, req),
+        "v1/revoke" => Outcome::Now(introspect::revoke(app, id, req)),
         _ => Outcome::Now(discovery(app, id)),
     }
+}
+
+/// `(server id, endpoint)` of `/oauth2/{id}/{endpoint}`, or of the org server's own paths:
+/// `/oauth2/v1/{keys,token,introspect,revoke}` and `/.well-known/...` at the root.
+fn route(path: &str) -> Option<(&str, &str)> {
+    if let Some(endpoint) = path
+        .strip_prefix('/')
+        .filter(|p| p.starts_with(".well-known/"))
+    {
+        return Some((ORG_SERVER, endpoint));
+    }
+    let rest = path.strip_prefix("/oauth2/")?;
+    if rest
+        .strip_prefix("v1/")
+        .is_some_and(|e| ORG_ENDPOINTS.contains(&e))
+    {
+        return Some((ORG_SERVER, rest));
+    }
+    rest.split_once('/')
 }
 
 pub fn not_found(req: &Req) -> Reply {
@@ -81,7 +116,7 @@ pub fn not_found(req: &Req) -> Reply {
     )
 }
 
-fn server_error(e: String) -> Reply {
+pub(crate) fn server_error(e: String) -> Reply {
     Reply::error(500, "server_error", e)
 }
 
@@ -89,18 +124,23 @@ fn discovery(app: &App, id: &str) -> Reply {
     if let Err(e) = app.server(id) {
         return server_error(e);
     }
-    let issuer = app.issuer(id);
+    let base = app.endpoint_base(id);
+    let auth_methods = ["client_secret_basic", "client_secret_post"];
     Reply::json(
         200,
         &json!({
-            "issuer": issuer,
-            "authorization_endpoint": format!("{issuer}/v1/authorize"),
-            "token_endpoint": format!("{issuer}/v1/token"),
-            "jwks_uri": format!("{issuer}/v1/keys"),
+            "issuer": app.issuer(id),
+            "authorization_endpoint": format!("{base}/v1/authorize"),
+            "token_endpoint": format!("{base}/v1/token"),
+            "jwks_uri": format!("{base}/v1/keys"),
+            "introspection_endpoint": format!("{base}/v1/introspect"),
+            "revocation_endpoint": format!("{base}/v1/revoke"),
             "response_types_supported": ["code", "token", "id_token"],
             "grant_types_supported": ["client_credentials"],
             "scopes_supported": SCOPES,
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_methods_supported": auth_methods,
+            "introspection_endpoint_auth_methods_supported": auth_methods,
+            "revocation_endpoint_auth_methods_supported": auth_methods,
             "id_token_signing_alg_values_supported": ["RS256"],
         }),
     )
@@ -123,6 +163,9 @@ fn keys(app: &Arc<App>, id: &str) -> Outcome {
             Reply::raw_json(200, r#"{"keys": ["#).with_header("Cache-Control", &cache)
         }
         Fault::Empty => Reply::raw_json(200, r#"{"keys":[]}"#).with_header("Cache-Control", &cache),
+        Fault::Drop => return Outcome::Drop,
+        // Introspect-only modes, refused for keys when set; answer normally if ever here.
+        Fault::ActiveNotBool | Fault::Oversize => jwks(app, id),
         Fault::Slow { delay_ms } => {
             let app = app.clone();
             let id = id.to_string();
@@ -146,7 +189,7 @@ fn jwks(app: &App, id: &str) -> Reply {
         .with_header("Cache-Control", &format!("max-age={}", app.max_age()))
 }
 
-fn invalid_request(description: impl Into<String>) -> Reply {
+pub(crate) fn invalid_request(description: impl Into<String>) -> Reply {
     Reply::error(400, "invalid_request", description)
 }
 
@@ -159,52 +202,93 @@ fn invalid_client(description: &str, basic: bool) -> Reply {
     }
 }
 
-fn token(app: &App, id: &str, req: &Req) -> Reply {
+/// The client credentials a request presents: how (`basic`, `form` or `none`), and the client
+/// id and secret, or the 400/401 answer when they cannot be read.
+pub(crate) struct Presented {
+    pub via: &'static str,
+    pub credentials: Result<(String, String), Reply>,
+}
+
+/// Basic wins over form fields (`client_id`, `client_secret`), as at Okta.
+pub(crate) fn presented(req: &Req, fields: &[(String, String)]) -> Presented {
+    match req.header("authorization").and_then(form::basic_auth) {
+        Some(Ok(credentials)) => Presented {
+            via: "basic",
+            credentials: Ok(credentials),
+        },
+        Some(Err(e)) => Presented {
+            via: "basic",
+            credentials: Err(invalid_client(&e, true)),
+        },
+        None => {
+            let field = |name: &str| form::single(fields, name).map_err(invalid_request);
+            let credentials = match (field("client_id"), field("client_secret")) {
+                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Ok(Some(id)), Ok(Some(secret))) => Ok((id.to_string(), secret.to_string())),
+                (Ok(None), _) => Err(invalid_client(
+                    "Client authentication failed: no client_id.",
+                    false,
+                )),
+                (Ok(Some(_)), Ok(None)) => Err(invalid_client(
+                    "The client secret supplied for a confidential client is invalid.",
+                    false,
+                )),
+            };
+            let via = if fields.iter().any(|(n, _)| n == "client_id") {
+                "form"
+            } else {
+                "none"
+            };
+            Presented { via, credentials }
+        }
+    }
+}
+
+pub(crate) fn secret_ok(client_id: &str, secret: &str) -> bool {
+    CLIENTS.iter().any(|(c, s)| *c == client_id && *s == secret)
+}
+
+/// The authenticated client's id, or the 400/401 answer.
+pub(crate) fn authenticate(req: &Req, fields: &[(String, String)]) -> Result<String, Reply> {
+    let presented = presented(req, fields);
+    let used_basic = presented.via == "basic";
+    let (client_id, secret) = presented.credentials?;
+    match CLIENTS.iter().find(|(c, _)| *c == client_id) {
+        None => Err(invalid_client(
+            "Invalid value for 'client_id' parameter.",
+            used_basic,
+        )),
+        Some((_, s)) if *s != secret => Err(invalid_client(
+            "The client secret supplied for a confidential client is invalid.",
+            used_basic,
+        )),
+        Some(_) => Ok(client_id),
+    }
+}
+
+/// Refuses a body declared as anything but a form (a missing content type is let through).
+pub(crate) fn form_body(req: &Req) -> Result<Vec<(String, String)>, Reply> {
     if let Some(ct) = req.header("content-type") {
         let media = ct.split(';').next().unwrap_or("").trim();
         if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return invalid_request("content type must be application/x-www-form-urlencoded");
+            return Err(invalid_request(
+                "content type must be application/x-www-form-urlencoded",
+            ));
         }
     }
-    let fields = match form::parse_urlencoded(&req.body) {
+    form::parse_urlencoded(&req.body).map_err(invalid_request)
+}
+
+fn token(app: &App, id: &str, req: &Req) -> Reply {
+    let fields = match form_body(req) {
         Ok(f) => f,
-        Err(e) => return invalid_request(e),
+        Err(e) => return e,
     };
     let field = |name: &str| form::single(&fields, name).map_err(invalid_request);
-    let basic = req.header("authorization").and_then(form::basic_auth);
-    let used_basic = basic.is_some();
-    let (client_id, secret) = match basic {
-        Some(Ok((id, secret))) => (id, secret),
-        Some(Err(e)) => return invalid_client(&e, true),
-        None => {
-            let (id, secret) = match (field("client_id"), field("client_secret")) {
-                (Ok(id), Ok(secret)) => (id, secret),
-                (Err(e), _) | (_, Err(e)) => return e,
-            };
-            match (id, secret) {
-                (Some(id), Some(secret)) => (id.to_string(), secret.to_string()),
-                (None, _) => {
-                    return invalid_client("Client authentication failed: no client_id.", false)
-                }
-                (Some(_), None) => {
-                    return invalid_client(
-                        "The client secret supplied for a confidential client is invalid.",
-                        false,
-                    )
-                }
-            }
-        }
+    let client_id = match authenticate(req, &fields) {
+        Ok(c) => c,
+        Err(e) => return e,
     };
-    match CLIENTS.iter().find(|(c, _)| *c == client_id) {
-        None => return invalid_client("Invalid value for 'client_id' parameter.", used_basic),
-        Some((_, s)) if *s != secret => {
-            return invalid_client(
-                "The client secret supplied for a confidential client is invalid.",
-                used_basic,
-            )
-        }
-        Some(_) => {}
-    }
     let grant_type = match field("grant_type") {
         Ok(g) => g,
         Err(e) => return e,
@@ -251,10 +335,11 @@ fn token(app: &App, id: &str, req: &Req) -> Reply {
         None => return server_error("server has no keys".into()),
     };
     let issuer = app.issuer(id);
+    let audience = audience(app, id);
     let lifetime_s = app.config.lifetime_s;
     let claims = OktaClaims {
         issuer: &issuer,
-        audience: AUDIENCE,
+        audience: &audience,
         lifetime_s,
         cid: &client_id,
         uid: None,
@@ -262,10 +347,22 @@ fn token(app: &App, id: &str, req: &Req) -> Reply {
         scp: &scp,
     }
     .to_map();
-    let mut header = serde_json::Map::new();
-    header.insert("kid".into(), key.kid().into());
-    header.insert("alg".into(), "RS256".into());
-    match tokens::encode(&header, &claims, Alg::Rs256, &key) {
+    let access_token = if App::is_org(id) {
+        // Okta's org server: a reference token, whose claims only introspection tells.
+        let token = tokens::new_opaque();
+        let issued = Issued {
+            claims: Some(claims),
+            extra: Default::default(),
+        };
+        app.remember(id, tokens::token_hash(&token), issued)
+            .map(|()| token)
+    } else {
+        let mut header = serde_json::Map::new();
+        header.insert("kid".into(), key.kid().into());
+        header.insert("alg".into(), "RS256".into());
+        tokens::encode(&header, &claims, Alg::Rs256, &key)
+    };
+    match access_token {
         Ok(access_token) => Reply::json(
             200,
             &json!({

@@ -158,11 +158,18 @@ impl Server {
             // An error closes the connection without an answer: nobody may be listening.
             Err(BodyError::Gone) => return Err(io::Error::other("request body not received")),
         };
+        // The query may carry a token (e.g. `access_token=`): logs show only that there was one.
+        let url = loggable(&url);
         let reply = match self.call(move |s| (s.handler)(received)).await {
             Some(Outcome::Now(reply)) => Some(reply),
             Some(Outcome::After(delay, make)) => {
                 tokio::time::sleep(delay).await;
                 self.call(move |_| make()).await
+            }
+            Some(Outcome::Drop) => {
+                eprintln!("{}: {method} {url} -> dropped (fault)", self.name);
+                // A service error makes hyper close the connection without writing anything.
+                return Err(io::Error::other("connection dropped (injected fault)"));
             }
             None => None,
         };
@@ -188,6 +195,14 @@ impl Server {
                 tokio::task::spawn_blocking(move || f(&server)).await.ok()
             }
         }
+    }
+}
+
+/// The path of a request target, with `?…` in place of any query.
+fn loggable(url: &str) -> String {
+    match url.split_once('?') {
+        Some((path, _)) => format!("{path}?…"),
+        None => url.to_string(),
     }
 }
 

@@ -1,6 +1,7 @@
-//! Authorization servers (keys, faults) and global settings shared by all handlers.
+//! Authorization servers (keys, faults, issued and revoked tokens) and global settings shared
+//! by all handlers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,8 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use serde_json::{Map, Value};
+
 use crate::counts::Counts;
-use crate::faults::Fault;
+use crate::faults::{Endpoint, Fault};
 use crate::keys::SigningKey;
 use crate::lock;
 
@@ -17,6 +20,27 @@ use crate::lock;
 pub const PUBLISHED_KEYS: usize = 2;
 
 pub const DEFAULT_SERVER: &str = "default";
+
+/// The id of Okta's org authorization server: issuer `{public-url}` (no `/oauth2/...`), also
+/// served at Okta's own paths (`/oauth2/v1/...`), and its token endpoint mints opaque tokens.
+pub const ORG_SERVER: &str = "org";
+
+/// The most tokens a server remembers (opaque tokens and introspection overrides), and the most
+/// revocations it keeps: an explicit bound on the mock's memory.
+pub const MAX_REMEMBERED: usize = 200_000;
+
+/// SHA-256 of a token: what the stores key on, so they never hold a token itself.
+pub type TokenHash = [u8; 32];
+
+/// What a server remembers about a token it issued.
+#[derive(Clone, Debug, Default)]
+pub struct Issued {
+    /// An opaque token's claims (what introspection answers); `None` for a JWT, whose claims
+    /// are in the token.
+    pub claims: Option<Map<String, Value>>,
+    /// Merged into every introspection answer for the token (`null` removes a member).
+    pub extra: Map<String, Value>,
+}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -30,7 +54,12 @@ pub struct AuthServer {
     pub id: String,
     /// Newest first.
     pub keys: Vec<Arc<SigningKey>>,
+    /// The fault of `/v1/keys`.
     pub fault: Fault,
+    pub introspect_fault: Fault,
+    /// Opaque tokens and tokens minted with introspection overrides.
+    pub issued: HashMap<TokenHash, Issued>,
+    pub revoked: HashSet<TokenHash>,
     /// Created on first use: generating a key nobody asked for would slow every start.
     pub rogue: Option<Arc<SigningKey>>,
 }
@@ -44,6 +73,8 @@ pub struct App {
     create: Mutex<()>,
     pub counts: Counts,
     max_age: AtomicU64,
+    /// How many introspection requests arrived since the last reset, and the last one's shape.
+    pub introspections: Mutex<(u64, Option<Value>)>,
 }
 
 /// Ids become URL segments and file names, so keep them boring.
@@ -63,11 +94,29 @@ impl App {
             create: Mutex::new(()),
             counts: Counts::default(),
             max_age: AtomicU64::new(max_age),
+            introspections: Mutex::new((0, None)),
         }
     }
 
+    pub fn is_org(id: &str) -> bool {
+        id == ORG_SERVER
+    }
+
     pub fn issuer(&self, id: &str) -> String {
-        format!("{}/oauth2/{id}", self.config.public_url)
+        if App::is_org(id) {
+            self.config.public_url.clone()
+        } else {
+            format!("{}/oauth2/{id}", self.config.public_url)
+        }
+    }
+
+    /// Where the server's `v1/...` endpoints live (Okta's org server: `{public-url}/oauth2`).
+    pub fn endpoint_base(&self, id: &str) -> String {
+        if App::is_org(id) {
+            format!("{}/oauth2", self.config.public_url)
+        } else {
+            self.issuer(id)
+        }
     }
 
     pub fn max_age(&self) -> u64 {
@@ -84,6 +133,9 @@ impl App {
             id: id.to_string(),
             keys: keys.into_iter().map(Arc::new).collect(),
             fault: Fault::None,
+            introspect_fault: Fault::None,
+            issued: HashMap::new(),
+            revoked: HashSet::new(),
             rogue: None,
         }));
         lock(&self.servers).insert(id.to_string(), handle.clone());
@@ -160,19 +212,67 @@ impl App {
         Ok(key)
     }
 
-    pub fn set_fault(&self, id: &str, fault: Fault) -> Result<(), String> {
+    pub fn set_fault(&self, id: &str, endpoint: Endpoint, fault: Fault) -> Result<(), String> {
         let server = self.server(id)?;
-        lock(&server).fault = fault;
+        let mut s = lock(&server);
+        match endpoint {
+            Endpoint::Keys => s.fault = fault,
+            Endpoint::Introspect => s.introspect_fault = fault,
+        }
         Ok(())
     }
 
-    /// Zeroes counts and clears every server's fault (keys and max-age stay).
+    /// Remembers a token the server issued; when full, expired opaque tokens are forgotten
+    /// first, and if that is not enough the token is refused.
+    pub fn remember(&self, id: &str, hash: TokenHash, issued: Issued) -> Result<(), String> {
+        let server = self.server(id)?;
+        let mut s = lock(&server);
+        if s.issued.len() >= MAX_REMEMBERED && !s.issued.contains_key(&hash) {
+            let now = crate::tokens::now_s();
+            s.issued
+                .retain(|_, i| !i.claims.as_ref().is_some_and(|c| expired(c, now)));
+            if s.issued.len() >= MAX_REMEMBERED {
+                return Err(format!(
+                    "server `{id}` already remembers {MAX_REMEMBERED} tokens"
+                ));
+            }
+        }
+        s.issued.insert(hash, issued);
+        Ok(())
+    }
+
+    pub fn revoke(&self, id: &str, hash: TokenHash) -> Result<(), String> {
+        let server = self.server(id)?;
+        let mut s = lock(&server);
+        if s.revoked.len() >= MAX_REMEMBERED && !s.revoked.contains(&hash) {
+            return Err(format!(
+                "server `{id}` already holds {MAX_REMEMBERED} revocations"
+            ));
+        }
+        s.revoked.insert(hash);
+        Ok(())
+    }
+
+    /// Zeroes counts and the introspection record and clears every server's faults (keys,
+    /// max-age, issued tokens and revocations stay).
     pub fn reset(&self) {
         self.counts.reset();
+        *lock(&self.introspections) = (0, None);
         for server in lock(&self.servers).values() {
-            lock(server).fault = Fault::None;
+            let mut s = lock(server);
+            s.fault = Fault::None;
+            s.introspect_fault = Fault::None;
         }
     }
+}
+
+/// A numeric `exp` at or before `now`; a token without one (or with a non-numeric one) never
+/// expires here.
+pub fn expired(claims: &Map<String, Value>, now: i64) -> bool {
+    claims
+        .get("exp")
+        .and_then(Value::as_f64)
+        .is_some_and(|exp| exp <= now as f64)
 }
 
 /// Loads the PEM at `path` if it exists; otherwise generates a key and, when a path was
@@ -250,10 +350,42 @@ mod tests {
     #[test]
     fn reset_clears_faults_and_counts() {
         let app = test_app();
-        app.set_fault("default", Fault::Empty).unwrap();
+        app.set_fault("default", Endpoint::Keys, Fault::Empty)
+            .unwrap();
+        app.set_fault("default", Endpoint::Introspect, Fault::Oversize)
+            .unwrap();
+        app.remember("default", [7; 32], Issued::default()).unwrap();
+        app.revoke("default", [8; 32]).unwrap();
         app.counts.record("GET", "/x");
+        *lock(&app.introspections) = (3, Some(Value::Null));
         app.reset();
-        assert_eq!(lock(&app.server("default").unwrap()).fault, Fault::None);
+        let server = app.server("default").unwrap();
+        let s = lock(&server);
+        assert_eq!((s.fault, s.introspect_fault), (Fault::None, Fault::None));
         assert!(app.counts.snapshot().is_empty());
+        assert_eq!(*lock(&app.introspections), (0, None));
+        // Tokens and revocations outlive a reset, as keys do.
+        assert!(s.issued.contains_key(&[7; 32]) && s.revoked.contains(&[8; 32]));
+    }
+
+    #[test]
+    fn org_server_issuer_has_no_oauth2_path() {
+        let app = test_app();
+        assert_eq!(app.issuer("org"), "http://idp.test");
+        assert_eq!(app.endpoint_base("org"), "http://idp.test/oauth2");
+        assert_eq!(app.issuer("default"), "http://idp.test/oauth2/default");
+        assert_eq!(
+            app.endpoint_base("default"),
+            "http://idp.test/oauth2/default"
+        );
+    }
+
+    #[test]
+    fn expiry_needs_a_numeric_exp() {
+        let claims = |v: Value| v.as_object().unwrap().clone();
+        assert!(expired(&claims(serde_json::json!({"exp": 10})), 10));
+        assert!(!expired(&claims(serde_json::json!({"exp": 11})), 10));
+        assert!(!expired(&claims(serde_json::json!({"exp": "1"})), 10));
+        assert!(!expired(&claims(serde_json::json!({})), 10));
     }
 }

@@ -1,11 +1,12 @@
-//! Compact JWS encoding and the signature algorithms the mock can mint with.
+//! Compact JWS encoding and verification, the signature algorithms the mock can mint with,
+//! and opaque tokens.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
+use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer, Verifier};
 use serde_json::{Map, Value};
-use sha2::{Sha256, Sha384, Sha512};
+use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use crate::keys::SigningKey;
 
@@ -104,6 +105,61 @@ pub fn sign(input: &[u8], alg: Alg, key: &SigningKey) -> Result<Vec<u8>, String>
         }
     };
     sig.map_err(|e| format!("signing failed: {e}"))
+}
+
+/// Verifies an RS*/PS* compact JWS (the algorithm its header names) with one of `keys`, and
+/// returns its claims. `none`, `HS256` and anything undecodable are refused.
+pub fn verify(token: &str, keys: &[std::sync::Arc<SigningKey>]) -> Option<Map<String, Value>> {
+    use rsa::{pkcs1v15, pss};
+    let (header, claims, sig) = decode_unverified(token)?;
+    let alg = Alg::parse(header.get("alg")?.as_str()?)?;
+    let (input, _) = token.rsplit_once('.')?;
+    let input = input.as_bytes();
+    let ok = |key: &SigningKey| {
+        let public = key.public();
+        macro_rules! check {
+            ($module:ident, $digest:ty) => {
+                $module::Signature::try_from(sig.as_slice()).is_ok_and(|s| {
+                    $module::VerifyingKey::<$digest>::new(public)
+                        .verify(input, &s)
+                        .is_ok()
+                })
+            };
+        }
+        match alg {
+            Alg::Rs256 => check!(pkcs1v15, Sha256),
+            Alg::Rs384 => check!(pkcs1v15, Sha384),
+            Alg::Rs512 => check!(pkcs1v15, Sha512),
+            Alg::Ps256 => check!(pss, Sha256),
+            Alg::Ps384 => check!(pss, Sha384),
+            Alg::Ps512 => check!(pss, Sha512),
+            Alg::None | Alg::Hs256 => false,
+        }
+    };
+    if !keys.iter().any(|k| ok(k)) {
+        return None;
+    }
+    match claims {
+        Value::Object(claims) => Some(claims),
+        _ => None,
+    }
+}
+
+/// An opaque access token: 32 random bytes as base64url (43 characters, never a `.`), so it is
+/// no compact JWS and long enough that a log scan cannot match it by chance.
+pub fn new_opaque() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    b64url(&bytes)
+}
+
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `AT.` plus random base64url, like Okta's access-token `jti`.
@@ -206,6 +262,54 @@ mod tests {
         assert_eq!(
             Value::Object(base).to_string(),
             r#"{"a":"x","c":3,"d":[1]}"#
+        );
+    }
+
+    #[test]
+    fn verify_accepts_own_rsa_signatures_only() {
+        let keys: Vec<_> = test_keys()
+            .iter()
+            .cloned()
+            .map(std::sync::Arc::new)
+            .collect();
+        let mut claims = Map::new();
+        claims.insert("sub".into(), "x".into());
+        for alg in [Alg::Rs256, Alg::Rs512, Alg::Ps256, Alg::Ps384] {
+            let mut header = Map::new();
+            header.insert("alg".into(), alg.name().into());
+            let token = encode(&header, &claims, alg, &test_keys()[1]).unwrap();
+            assert_eq!(verify(&token, &keys).unwrap()["sub"], "x", "{alg:?}");
+            assert!(
+                verify(&token, &keys[..1]).is_none(),
+                "{alg:?} with the wrong key"
+            );
+            // A header naming another algorithm than the one signed with fails.
+            let mut lying = header.clone();
+            lying.insert("alg".into(), "RS384".into());
+            let token = encode(&lying, &claims, alg, &test_keys()[1]).unwrap();
+            assert!(verify(&token, &keys).is_none(), "{alg:?} as RS384");
+        }
+        for alg in [Alg::None, Alg::Hs256] {
+            let mut header = Map::new();
+            header.insert("alg".into(), alg.name().into());
+            let token = encode(&header, &claims, alg, &test_keys()[0]).unwrap();
+            assert!(verify(&token, &keys).is_none(), "{alg:?}");
+        }
+        assert!(verify("a.b.c", &keys).is_none());
+        assert!(verify(&new_opaque(), &keys).is_none());
+    }
+
+    #[test]
+    fn opaque_tokens_are_long_random_and_not_jws() {
+        let (a, b) = (new_opaque(), new_opaque());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert_eq!(
+            hex(&token_hash("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 

@@ -22,18 +22,16 @@ fn shared_keys() -> &'static [SigningKey] {
     })
 }
 
-/// An in-process mock IdP on a free port whose `default` server uses the shared keys.
+/// An in-process mock IdP on a free port whose `default` and `org` servers use the shared keys.
 fn start_idp() -> SocketAddr {
     let opts = MockIdpOptions {
         servers: vec![],
         ..MockIdpOptions::default()
     };
     let running = mock_idp::start_mock_idp(&opts).unwrap();
-    running
-        .app
-        .as_ref()
-        .unwrap()
-        .add_server("default", shared_keys().to_vec());
+    let app = running.app.as_ref().unwrap();
+    app.add_server("default", shared_keys().to_vec());
+    app.add_server("org", shared_keys().to_vec());
     let addr = running.addr;
     // Workers run until the test process exits.
     thread::spawn(move || running.wait());
@@ -177,6 +175,83 @@ fn keys_token_and_counts_over_http() {
     assert_eq!(post_json(addr, "/control/reset", json!({})).status, 200);
     assert_eq!(get(addr, "/control/counts").json(), json!({}));
     assert_eq!(get(addr, "/oauth2/default/v1/keys").status, 200);
+}
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+/// `0oa-demo-client:demo-secret`.
+const DEMO_BASIC: (&str, &str) = (
+    "Authorization",
+    "Basic MG9hLWRlbW8tY2xpZW50OmRlbW8tc2VjcmV0",
+);
+
+#[test]
+fn opaque_token_introspection_revocation_and_drop_over_http() {
+    let addr = start_idp();
+    let minted = request(
+        addr,
+        "POST",
+        "/oauth2/v1/token",
+        &[FORM, DEMO_BASIC],
+        "grant_type=client_credentials&scope=profile",
+    );
+    assert_eq!(minted.status, 200);
+    let token = minted.json()["access_token"].as_str().unwrap().to_string();
+    assert!(!token.contains('.'));
+    let body = format!("token={token}&token_type_hint=access_token");
+    let introspect = || {
+        request(
+            addr,
+            "POST",
+            "/oauth2/v1/introspect",
+            &[FORM, DEMO_BASIC],
+            &body,
+        )
+    };
+    let answer = introspect();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["active"], true);
+    assert_eq!(answer.json()["scope"], "profile");
+    assert_eq!(answer.json()["iss"], format!("http://{addr}"));
+
+    let revoked = request(
+        addr,
+        "POST",
+        "/oauth2/org/v1/revoke",
+        &[FORM, DEMO_BASIC],
+        &body,
+    );
+    assert_eq!((revoked.status, revoked.body.len()), (200, 0));
+    assert_eq!(revoked.header("content-length"), Some("0"));
+    assert_eq!(introspect().json(), json!({"active": false}));
+
+    let fault = json!({"server": "org", "endpoint": "introspect", "mode": "drop"});
+    assert_eq!(post_json(addr, "/control/fault", fault).status, 200);
+    let mut conn = connect(addr);
+    let head = format!(
+        "POST /oauth2/v1/introspect HTTP/1.1\r\nHost: {addr}\r\n{}: {}\r\n{}: {}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        FORM.0,
+        FORM.1,
+        DEMO_BASIC.0,
+        DEMO_BASIC.1,
+        body.len()
+    );
+    conn.get_mut().write_all(head.as_bytes()).unwrap();
+    assert!(
+        closed_by_server(&mut conn),
+        "a dropped introspection got an answer"
+    );
+    // The keys of the same server are not affected.
+    assert_eq!(get(addr, "/oauth2/v1/keys").status, 200);
+
+    let last = get(addr, "/control/introspect-last").json();
+    assert_eq!(last["seq"], 3);
+    assert_eq!(last["client_id"], "0oa-demo-client");
+    assert_eq!(last["secret_ok"], true);
+    assert!(!last.to_string().contains(&token));
+    let counts = get(addr, "/control/counts").json();
+    assert_eq!(counts["POST /oauth2/v1/introspect"], 3);
+    assert_eq!(counts["POST /oauth2/org/v1/revoke"], 1);
 }
 
 #[test]
