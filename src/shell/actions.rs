@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 
+use super::host;
+
 use crate::core::gate::action::Action;
 use crate::core::keys::lifecycle::{FetchOutcome, FetchRequest};
 
@@ -40,9 +42,9 @@ fn run_one(plugin: &Plugin, action: Action) -> Vec<Action> {
             decision,
             request,
         } => {
-            if hostcalls::set_effective_context(context).is_ok() {
+            if host::set_effective_context(context).is_ok() {
                 if let Applied::Continue = apply::apply(plugin, context, &decision, &request) {
-                    let _ = hostcalls::resume_http_request();
+                    let _ = host::resume_http_request();
                 }
             }
         }
@@ -89,6 +91,7 @@ fn dispatch(plugin: &Plugin, provider: usize, req: &FetchRequest) -> Vec<Action>
         ("user-agent", "okta-jwt-filter"),
     ];
     let timeout = Duration::from_millis(req.timeout_ms);
+    // Through the SDK, which must register the callout (see `host`).
     match hostcalls::dispatch_http_call(&req.cluster, headers, None, vec![], timeout) {
         Ok(token) => {
             plugin.gate.borrow_mut().fetch_dispatched(provider, token);

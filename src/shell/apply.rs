@@ -1,12 +1,12 @@
 //! Carrying out a decision on the current (or effective) HTTP context.
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
 
 use crate::core::decision::env::SavedRequest;
 use crate::core::decision::outcome::{Decision, HeaderOp, Outcome};
 use crate::core::decision::{abuse, log, response};
 
+use super::host;
 use super::plugin::Plugin;
 
 pub enum Applied {
@@ -18,7 +18,7 @@ pub enum Applied {
 
 fn set_header(name: &str, value: Option<&str>) {
     // Envoy refuses a header write only for a stream that is already gone.
-    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    let _ = host::set_map_value(MapType::HttpRequestHeaders, name, value);
 }
 
 /// Carries out `d` on the stream `context_id`, which must be the effective context. The gate
@@ -72,13 +72,18 @@ fn deny(plugin: &Plugin, d: &Decision, req: &SavedRequest) {
         d.retry_after_s.unwrap_or(1),
         d.rate.as_ref(),
     );
-    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    if hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes())).is_err() {
-        // Without a local reply the request must still never continue upstream.
-        let _ = hostcalls::reset_http_request();
-    }
+    send_or_reset(&r);
     plugin.metrics.denied(reason);
     log_decision(plugin, d, req, r.status);
+}
+
+/// Sends `r` as the local reply of the current stream; without one, the request must still
+/// never continue upstream, so the stream is reset.
+pub fn send_or_reset(r: &response::Response) {
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    if host::send_http_response(r.status, &headers, r.body.as_bytes()).is_err() {
+        let _ = host::reset_http_request();
+    }
 }
 
 /// The decision log line: always for a denial, for an allowed request when `log.allowed`.

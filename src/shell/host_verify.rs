@@ -1,8 +1,6 @@
 //! Signature checks through Envoy's `verify_signature` foreign function (BoringSSL), with the
 //! pure-Rust path for what BoringSSL's default padding cannot do here (PSS) and for EdDSA.
 
-use proxy_wasm::hostcalls;
-
 use crate::core::crypto::alg::Alg;
 use crate::core::crypto::der;
 use crate::core::crypto::foreign_wire as foreign_proto;
@@ -11,12 +9,12 @@ use crate::core::crypto::public_key::{KeyMaterial, PublicKey};
 use crate::core::crypto::pure::PureVerifier;
 use crate::core::crypto::verifier::{SignatureVerifier, Signed};
 
+use super::host;
+
 const FUNCTION: &str = "verify_signature";
 
 fn call(args: &[u8]) -> Option<Vec<u8>> {
-    hostcalls::call_foreign_function(FUNCTION, Some(args))
-        .ok()
-        .flatten()
+    host::call_foreign_function(FUNCTION, args).ok().flatten()
 }
 
 /// Whether this host offers a `verify_signature` that passes the known-answer test.

@@ -3,7 +3,6 @@
 
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
@@ -15,6 +14,7 @@ use crate::core::gate::state::Handled;
 use crate::core::request::view as request;
 
 use super::apply::{self, Applied};
+use super::host::{self, HostError};
 use super::plugin::Plugin;
 use super::root::now_us;
 
@@ -23,10 +23,24 @@ pub struct Http {
     pub plugin: Rc<Plugin>,
 }
 
+/// A property, `None` when the host has none or refuses it with a documented status (as
+/// always); an unexpected status is an error, and the request fails closed.
+fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+    match host::get_property(path) {
+        Ok(v) => Ok(v),
+        Err(HostError::Refused(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The request headers, with values that are not UTF-8 replaced lossily: such a value can
-/// never carry a valid token, and matching on it stays conservative.
-fn read_request(with_client_ip: bool, with_scheme: bool) -> Option<SavedRequest> {
-    let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
+/// never carry a valid token, and matching on it stays conservative. `Ok(None)` without
+/// `:method` or `:path`; an error when the host does not answer as the ABI says.
+fn read_request(
+    with_client_ip: bool,
+    with_scheme: bool,
+) -> Result<Option<SavedRequest>, HostError> {
+    let pairs = host::get_map_bytes(MapType::HttpRequestHeaders)?;
     let mut method = None;
     let mut path = None;
     let mut headers = Vec::with_capacity(pairs.len());
@@ -42,47 +56,38 @@ fn read_request(with_client_ip: bool, with_scheme: bool) -> Option<SavedRequest>
         }
     }
     if with_scheme {
-        headers.push((":scheme".to_owned(), connection_scheme().to_owned()));
+        headers.push((":scheme".to_owned(), connection_scheme()?.to_owned()));
     }
-    let client_ip = with_client_ip
-        .then(|| {
-            hostcalls::get_property(vec!["source", "address"])
-                .ok()
-                .flatten()
-        })
-        .flatten()
-        .and_then(|a| String::from_utf8(a).ok())
-        .map(|a| request::strip_port(&a).to_owned());
-    Some(SavedRequest {
-        method: method?,
-        path: path?,
+    let client_ip = match with_client_ip {
+        true => property(&["source", "address"])?,
+        false => None,
+    }
+    .and_then(|a| String::from_utf8(a).ok())
+    .map(|a| request::strip_port(&a).to_owned());
+    let (Some(method), Some(path)) = (method, path) else {
+        return Ok(None);
+    };
+    Ok(Some(SavedRequest {
+        method,
+        path,
         headers,
         client_ip,
-        client_cert: client_cert(),
-    })
+        client_cert: client_cert()?,
+    }))
 }
 
 /// The downstream connection's own scheme, for DPoP's `htu`: `https` when it is TLS. Envoy's
 /// `:scheme` can come from a client's `x-forwarded-proto`, which must never choose it.
-fn connection_scheme() -> &'static str {
-    let tls = hostcalls::get_property(vec!["connection", "tls_version"])
-        .ok()
-        .flatten()
-        .is_some_and(|v| !v.is_empty());
-    if tls {
-        "https"
-    } else {
-        "http"
-    }
+fn connection_scheme() -> Result<&'static str, HostError> {
+    let tls = property(&["connection", "tls_version"])?.is_some_and(|v| !v.is_empty());
+    Ok(if tls { "https" } else { "http" })
 }
 
 /// The downstream client certificate's thumbprint, for certificate-bound tokens (RFC 8705).
 /// Absent on a connection without TLS or without a client certificate.
-fn client_cert() -> Option<String> {
-    let hex = hostcalls::get_property(vec!["connection", "sha256_peer_certificate_digest"])
-        .ok()
-        .flatten()?;
-    request::cert_thumbprint_from_hex(std::str::from_utf8(&hex).ok()?)
+fn client_cert() -> Result<Option<String>, HostError> {
+    let hex = property(&["connection", "sha256_peer_certificate_digest"])?;
+    Ok(hex.and_then(|h| request::cert_thumbprint_from_hex(std::str::from_utf8(&h).ok()?)))
 }
 
 impl Context for Http {
@@ -102,10 +107,19 @@ impl Context for Http {
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let config = &self.plugin.config;
-        let Some(req) = read_request(config.needs_client_ip(), config.has_dpop()) else {
-            let d = Decision::rejected(Reason::BadPath, "request has no :method or :path");
-            apply::apply(&self.plugin, self.context_id, &d, &SavedRequest::default());
-            return Action::Pause;
+        let req = match read_request(config.needs_client_ip(), config.has_dpop()) {
+            Ok(Some(req)) => req,
+            Ok(None) => {
+                let d = Decision::rejected(Reason::BadPath, "request has no :method or :path");
+                apply::apply(&self.plugin, self.context_id, &d, &SavedRequest::default());
+                return Action::Pause;
+            }
+            // Logged by `host`; fail closed, as for key sets that cannot be had.
+            Err(_) => {
+                let d = Decision::rejected(Reason::JwksUnavailable, "host call failed");
+                apply::apply(&self.plugin, self.context_id, &d, &SavedRequest::default());
+                return Action::Pause;
+            }
         };
         let started = now_us();
         let handled =
@@ -136,7 +150,7 @@ impl HttpContext for Http {
             .remove(&self.context_id);
         if let Some(state) = state {
             for (name, value) in response::rate_headers(&state) {
-                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value));
+                let _ = host::set_map_value(MapType::HttpResponseHeaders, name, Some(&value));
             }
         }
         Action::Continue

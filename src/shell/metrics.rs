@@ -1,11 +1,12 @@
 //! Counters and gauges in Envoy's stats, all prefixed `okta_jwt_` (Envoy shows them under
 //! `wasmcustom.`).
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
 use crate::core::decision::abuse::FailureEffect;
 use crate::core::denial::{self as reason, Reason};
+
+use super::host;
 
 /// Stats of one provider's key set.
 struct ProviderStats {
@@ -53,18 +54,18 @@ pub struct Metrics {
 
 fn define(kind: MetricType, name: &str) -> Option<u32> {
     // A stat that cannot be defined must not stop traffic; it is just not counted.
-    hostcalls::define_metric(kind, name).ok()
+    host::define_metric(kind, name).ok()
 }
 
 fn bump(id: Option<u32>) {
     if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, 1);
+        let _ = host::increment_metric(id, 1);
     }
 }
 
 fn record(id: Option<u32>, value: u64) {
     if let Some(id) = id {
-        let _ = hostcalls::record_metric(id, value);
+        let _ = host::record_metric(id, value);
     }
 }
 

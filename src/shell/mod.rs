@@ -2,12 +2,15 @@
 
 mod actions;
 mod apply;
+mod host;
 mod host_verify;
 mod http;
 mod metrics;
 mod plugin;
 mod root;
 mod shared_data;
+mod unavailable;
+mod wire;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);

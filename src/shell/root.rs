@@ -4,9 +4,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType};
 
@@ -22,11 +21,13 @@ use crate::core::ratelimit::charge::{self as ratelimit, KeyHasher};
 use crate::core::token::replay;
 
 use super::actions;
+use super::host;
 use super::host_verify::{self, HostVerifier};
 use super::http::Http;
 use super::metrics::Metrics;
 use super::plugin::Plugin;
 use super::shared_data::HostStore;
+use super::unavailable::Unavailable;
 
 /// How often each VM looks at the shared key records: the latency with which a worker sees a
 /// key set another worker fetched.
@@ -39,10 +40,7 @@ pub fn now_ms() -> u64 {
 /// The host's clock in microseconds (Envoy gives nanoseconds), for the decision-time
 /// histogram.
 pub fn now_us() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_micros() as u64)
+    host::current_time_ns().map_or(0, |ns| ns / 1000)
 }
 
 pub struct Root {
@@ -55,7 +53,7 @@ impl Root {
     }
 
     fn configure(&mut self) -> Result<(), String> {
-        let raw = hostcalls::get_buffer(
+        let raw = host::get_buffer(
             BufferType::PluginConfiguration,
             0,
             config::MAX_CONFIG_BYTES + 1,
@@ -112,7 +110,7 @@ impl Root {
             gate.verifier_name()
         );
         if config.has_rate_limits() || config.remote_providers().next().is_some() {
-            let _ = hostcalls::set_tick_period(TICK);
+            let _ = host::set_tick_period(TICK);
         }
         self.plugin = Some(Rc::new(Plugin {
             gate: RefCell::new(gate),
@@ -147,7 +145,7 @@ impl Context for Root {
             return;
         };
         let header = |name: &str| {
-            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+            host::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
                 .ok()
                 .flatten()
                 .and_then(|v| String::from_utf8(v).ok())
@@ -155,7 +153,7 @@ impl Context for Root {
         let status = header(":status").and_then(|s| s.parse::<u32>().ok());
         let cache_control = header("cache-control");
         // Reading one byte past the limit is enough for the cache to refuse an oversized body.
-        let body = hostcalls::get_buffer(
+        let body = host::get_buffer(
             BufferType::HttpCallResponseBody,
             0,
             body_size.min(MAX_JWKS_BYTES + 1),
@@ -197,9 +195,12 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Envoy never creates streams for a plugin whose configuration was refused.
-        let plugin = self.plugin.clone()?;
-        Some(Box::new(Http { context_id, plugin }))
+        // Never `None`: the SDK panics on it. Envoy should not create streams for a plugin
+        // whose configuration was refused; if it does, they get 503.
+        Some(match self.plugin.clone() {
+            Some(plugin) => Box::new(Http { context_id, plugin }),
+            None => Box::new(Unavailable),
+        })
     }
 
     fn get_type(&self) -> Option<ContextType> {
