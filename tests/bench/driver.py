@@ -302,9 +302,10 @@ def wait_for_idle(ctx: Context, pids: dict[str, int]) -> None:
 
 def wrk(ctx: Context, name: str, url: str, seconds: int, *, token: str | None = None,
         token_file: Path | None = None, rate: float = 0, one_pass: bool = False,
-        while_running: Callable[[], None] = lambda: None) -> dict:
+        while_running: Callable[[], None] = lambda: None,
+        headers: dict[str, str] | None = None) -> dict:
     """Run wrk with wrk.lua against `url`; returns what its done() wrote. `while_running` is
-    called about once a second until wrk exits."""
+    called about once a second until wrk exits; `headers` go on every request."""
     result, passed = WORK_DIR / f"wrk-{name}.json", WORK_DIR / f"wrk-{name}.passed"
     result.unlink(missing_ok=True)
     passed.unlink(missing_ok=True)
@@ -312,7 +313,8 @@ def wrk(ctx: Context, name: str, url: str, seconds: int, *, token: str | None = 
            "BENCH_TOKEN_FILE": str(token_file or ""),
            "BENCH_ONE_PASS": str(passed) if one_pass else "",
            "BENCH_RATE": f"{rate:.1f}" if rate else "", "BENCH_RESULT_FILE": str(result),
-           "BENCH_QUANTILES": "1" if rate else ""}
+           "BENCH_QUANTILES": "1" if rate else "",
+           "BENCH_HEADERS": ";".join(f"{k}={v}" for k, v in (headers or {}).items())}
     proc = harness.Process(f"wrk-{name}", [
         *ctx.settings.cpus(under_test=False), "wrk", "-t1", f"-c{ctx.settings.connections}",
         f"-d{seconds}s", "--timeout", "5s", "--latency", "-s", WRK_SCRIPT, url + PATH],

@@ -12,6 +12,7 @@
 --   BENCH_PATH         request path (default /api/orders)
 --   BENCH_RESULT_FILE  where done() writes the results (one JSON object)
 --   BENCH_QUANTILES    set: the results include 2000 evenly spaced latency quantiles
+--   BENCH_HEADERS      more request headers, `name=value` separated by `;` (unitcost.py)
 --
 -- The results include `active_us`, from the thread's start (its first request, with a token
 -- file) to its last response: unlike wrk's own duration, it does not count the time a stopped
@@ -58,6 +59,9 @@ local rate = tonumber(env("BENCH_RATE") or "0") or 0
 wrk.path = path
 if token then
   wrk.headers["Authorization"] = "Bearer " .. token
+end
+for name, value in string.gmatch(env("BENCH_HEADERS") or "", "([^=;]+)=([^;]*)") do
+  wrk.headers[name] = value
 end
 
 -- Per thread: requests sent, responses by status, when it started and last got a response.
