@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 
 .PHONY: all setup rust-setup build build-tools cli run test test-unit test-integration \
         fmt lint compose-config compose-render compose-test images oci clean distclean \
-        bench bench-memory bench-crates bench-unitcost
+        bench bench-memory bench-crates bench-unitcost bench-hostcalls
 
 all: build
 
@@ -90,6 +90,11 @@ bench-crates: rust-setup
 bench-unitcost: setup bench-crates bench-wrk
 	$(PY) tests/bench/unitcost.py
 
+## bench-hostcalls: the host calls and VM callbacks of one request, counted from Envoy's
+## wasm trace log (tests/bench/hostcalls.py)
+bench-hostcalls: setup build build-tools bench-crates
+	$(PY) tests/bench/hostcalls.py
+
 .PHONY: bench-wrk
 bench-wrk:
 	@command -v wrk >/dev/null || { \
@@ -106,6 +111,13 @@ bench-wrk:
 ## bench-memory: issue 5's memory check (100k distinct tokens, then BENCH_MEMORY_SECONDS=300)
 bench-memory:
 	$(MAKE) bench BENCH_MEMORY=1
+
+## fuzz-envoy: random and mutated requests at the filter in real Envoy for FUZZ_ENVOY_SECONDS
+## (FUZZ_ENVOY_SEED to repeat a run); fails on a pass without a valid token, a 5xx, a hang or a
+## VM failure (tests/hardening/fuzz_envoy.py, docs/hardening.md)
+FUZZ_ENVOY_SECONDS ?= 60
+fuzz-envoy: setup build build-tools
+	FUZZ_ENVOY_SECONDS=$(FUZZ_ENVOY_SECONDS) $(PY) tests/hardening/fuzz_envoy.py
 
 fmt:
 	$(CARGO) fmt --all

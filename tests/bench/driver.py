@@ -174,7 +174,7 @@ class Envoy:
 
 
 def start_envoy(name: str, listeners: tuple[str, ...], write_config: Callable[[Path, dict], None],
-                prefix: list[str]) -> Envoy:
+                prefix: list[str], extra_args: Sequence[str] = ()) -> Envoy:
     """Start an Envoy (one worker) whose bootstrap `write_config(path, ports)` writes. Ports
     (ADMIN_PORT and one per listener) are picked free, and again if another process took one
     (harness.start_envoy_on_free_ports)."""
@@ -183,7 +183,7 @@ def start_envoy(name: str, listeners: tuple[str, ...], write_config: Callable[[P
         write_config(config, ports)
         return harness.Process(name, [*prefix, harness.envoy_bin(), "-c", config,
                                       "--disable-hot-restart", "--concurrency", "1",
-                                      "--log-level", "warning"], WORK_DIR)
+                                      "--log-level", "warning", *extra_args], WORK_DIR)
 
     # /ready answers 200 once every static listener is bound.
     proc, ports = harness.start_envoy_on_free_ports(
@@ -217,7 +217,7 @@ class Context:
     failures: list[str] = field(default_factory=list)  # the runs measured the wrong thing
     warnings: list[str] = field(default_factory=list)  # the runs are less telling than hoped
 
-    def start_bench_envoy(self, name: str) -> Envoy:
+    def start_bench_envoy(self, name: str, extra_args: Sequence[str] = ()) -> Envoy:
         def write(path: Path, ports: dict) -> None:
             variables = {
                 "BIND_ADDRESS": HOST, "ADMIN_PORT": str(ports["ADMIN_PORT"]),
@@ -236,7 +236,8 @@ class Context:
             render.render(path, variables, filter_config=wasm, filter_config_path=BENCH_FILTER,
                           template=BENCH_TEMPLATE)
 
-        return start_envoy(name, LISTENERS, write, self.settings.cpus(under_test=True))
+        return start_envoy(name, LISTENERS, write, self.settings.cpus(under_test=True),
+                           extra_args)
 
     def client(self, envoy: Envoy, listener: str = "none") -> EnvoyClient:
         return EnvoyClient(envoy.url(listener), envoy.admin_url)
