@@ -116,6 +116,7 @@ bench-memory:
 ## (FUZZ_ENVOY_SEED to repeat a run); fails on a pass without a valid token, a 5xx, a hang or a
 ## VM failure (tests/hardening/fuzz_envoy.py, docs/hardening.md)
 FUZZ_ENVOY_SECONDS ?= 60
+.PHONY: fuzz-envoy
 fuzz-envoy: setup build build-tools
 	FUZZ_ENVOY_SECONDS=$(FUZZ_ENVOY_SECONDS) $(PY) tests/hardening/fuzz_envoy.py
 
