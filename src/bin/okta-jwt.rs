@@ -1,5 +1,13 @@
 //! `okta-jwt`: see `okta_jwt_filter::cli` (SPEC "Command-line tool"). Native only.
 
+// The same lint policy as the library (see `lib.rs`): no panics in shipped code.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> std::process::ExitCode {
     use std::io::Write;
