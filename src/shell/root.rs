@@ -17,6 +17,7 @@ use crate::core::crypto::verifier::SignatureVerifier;
 use crate::core::gate::fetching::FetchAnswer;
 use crate::core::gate::state::{Gate, Setup};
 use crate::core::keys::jwk_set::MAX_JWKS_BYTES;
+use crate::core::keys::lifecycle::ProviderCache;
 use crate::core::ratelimit::charge::{self as ratelimit, KeyHasher};
 use crate::core::token::replay;
 
@@ -45,11 +46,16 @@ pub fn now_us() -> u64 {
 
 pub struct Root {
     plugin: Option<Rc<Plugin>>,
+    /// Names this VM's fetch leases in the shared key records.
+    owner: u64,
 }
 
 impl Root {
     pub fn new() -> Root {
-        Root { plugin: None }
+        Root {
+            plugin: None,
+            owner: 0,
+        }
     }
 
     fn configure(&mut self) -> Result<(), String> {
@@ -95,12 +101,13 @@ impl Root {
         } else {
             fresh
         };
+        // Random per VM (WASI randomness): names the holder of a fetch lease.
+        self.owner = RandomState::new().hash_one(now_ms()).max(1);
         let gate = Gate::new(Setup {
             config: Rc::clone(&config),
             verifier,
             store: Rc::new(HostStore),
-            // Random per VM (WASI randomness): names the holder of a fetch lease.
-            owner: RandomState::new().hash_one(now_ms()).max(1),
+            owner: self.owner,
             limit_hasher,
         });
         log::info!(
@@ -134,6 +141,18 @@ fn choose_verifier(backend: SignatureBackend) -> Result<Box<dyn SignatureVerifie
 }
 
 impl Context for Root {
+    /// A new configuration replaced this one: the answers of its fetches in flight will
+    /// never come, so their leases go now and another VM fetches on its next tick.
+    fn on_done(&mut self) -> bool {
+        if let Some(plugin) = &self.plugin {
+            for p in &plugin.config.providers {
+                ProviderCache::new(&p.name, &p.issuer, &p.jwks)
+                    .release_lease(&HostStore, self.owner);
+            }
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,

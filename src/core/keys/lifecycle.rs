@@ -303,6 +303,24 @@ impl ProviderCache {
         Some(req)
     }
 
+    /// Gives up the lease if `owner` holds it: for a root context that goes away (a
+    /// reconfiguration) with its fetch in flight, whose answer Envoy never delivers. Without
+    /// this every VM would wait out the lease, and requests waiting for keys would get 503.
+    pub fn release_lease(&self, store: &dyn SharedStore, owner: u64) {
+        if !self.is_remote() {
+            return;
+        }
+        let _ = shared_store::update(store, &self.store_key, |cur| {
+            let mut rec = SharedRecord::decode(cur);
+            if rec.lease_owner != owner || rec.lease_until_ms == 0 {
+                return (None, ());
+            }
+            rec.lease_until_ms = 0;
+            rec.lease_phase = None;
+            (Some(rec.encode()), ())
+        });
+    }
+
     /// Records the end of this VM's fetch. Returns the outcome and, after discovery, the keys
     /// fetch to perform next (the lease is kept for it).
     pub fn finish(
@@ -730,6 +748,36 @@ mod tests {
         assert_eq!(rec.lease_owner, 2);
         assert!(rec.lease_until_ms > 7_100);
         assert_eq!(rec.version, 1);
+    }
+
+    /// A reconfigured VM's lost fetch does not hold the others up for timeout + margin.
+    #[test]
+    fn a_released_lease_lets_another_vm_fetch_at_once() {
+        let (s, mut v) = vms(&remote(), 2);
+        v[0].try_start(&s, 0, 1, Want::Routine).unwrap();
+        assert_eq!(v[1].try_start(&s, 10, 2, Want::Routine), None, "lease held");
+        v[1].release_lease(&s, 2);
+        assert_eq!(
+            v[1].try_start(&s, 10, 2, Want::Routine),
+            None,
+            "only the owner releases"
+        );
+        let before = s.get(&v[0].store_key);
+        v[0].release_lease(&s, 1);
+        let rec = SharedRecord::decode(s.get(&v[0].store_key).0.as_deref());
+        assert_eq!((rec.lease_until_ms, rec.lease_phase), (0, None));
+        assert_ne!(s.get(&v[0].store_key).1, before.1);
+        let req = v[1]
+            .try_start(&s, 20, 2, Want::Routine)
+            .expect("taken over at once");
+        assert_eq!(req.phase, Phase::Keys);
+        ok(&mut v[1], &s, 30, 2, None);
+        v[0].sync(&s);
+        assert!(matches!(v[0].key_state(), KeyState::Ready(_)));
+        // Nothing in flight: releasing writes nothing.
+        let before = s.get(&v[0].store_key);
+        v[1].release_lease(&s, 2);
+        assert_eq!(s.get(&v[0].store_key), before);
     }
 
     #[test]
