@@ -120,6 +120,15 @@ FUZZ_ENVOY_SECONDS ?= 60
 fuzz-envoy: setup build build-tools
 	FUZZ_ENVOY_SECONDS=$(FUZZ_ENVOY_SECONDS) $(PY) tests/hardening/fuzz_envoy.py
 
+## soak: valid tokens at half the filter's peak rate for SOAK_SECONDS, keys rotated every 60 s
+## and a 20 s JWKS outage; zero non-2xx, flat RSS, key fetches as the cache rules predict
+## (tests/hardening/soak.py, docs/hardening.md; writes target/soak/)
+SOAK_SECONDS ?= 600
+.PHONY: soak
+soak: setup build build-tools
+	@command -v wrk >/dev/null || { echo "make soak needs wrk (Debian: apt-get install wrk)" >&2; exit 1; }
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) tests/hardening/soak.py
+
 fmt:
 	$(CARGO) fmt --all
 
