@@ -74,10 +74,12 @@ def targets_text(targets: list[dict]) -> str:
 
 
 def token_cache_note(runs: list[Run]) -> str:
+    """The token caches' hit rates: this filter's (okta_jwt_token_cache_*) and jwt_authn's
+    (jwt_authn.jwt_cache_*, which counts misses even without a cache)."""
     notes = []
     for r in runs:
-        hits = sum(v for k, v in r.stats.items() if "okta_jwt" in k and "cache_hit" in k)
-        misses = sum(v for k, v in r.stats.items() if "okta_jwt" in k and "cache_miss" in k)
+        hits = sum(v for k, v in r.stats.items() if k.endswith("cache_hit"))
+        misses = sum(v for k, v in r.stats.items() if k.endswith("cache_miss"))
         if hits + misses:
             notes.append(f"{r.listener}: token cache hit {hits / (hits + misses):.0%}")
     return f" ({', '.join(notes)})" if notes else ""
@@ -135,6 +137,8 @@ def report(workloads: list[WorkloadResult], latency: dict) -> tuple[str, list[di
             used = ", ".join(f"{r.listener} {r.requests / w.pool_size:.0%}" for r in w.runs)
             out.append(f"{w.name}: {w.pool_size} distinct tokens, each sent at most once; share "
                        f"used: {used}{token_cache_note(w.runs)}")
+        elif note := token_cache_note(w.runs):
+            out.append(f"{w.name}: one token{note}")
     runs = [r for w in workloads for r in w.runs]
     if latency:
         none = latency["runs"][0]
