@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import json
 import math
 import os
 import re
@@ -239,16 +240,87 @@ def envoy_variables(*, listen_port: int, admin_port: int, idp_port: int,
     }
 
 
+class EcdsFile:
+    """The filter's configuration as a file-based ECDS resource (Envoy's `config_discovery`
+    with a `path_config_source`): `write` replaces it while Envoy runs.
+
+    Envoy reloads the file when a file is moved into its watched directory, so each version is
+    written elsewhere and renamed in (atomic on one file system): Envoy never reads half a file.
+    """
+
+    NAME = "okta_jwt"  # the HTTP filter's name, which is the resource's name
+    WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+
+    def __init__(self, workdir: Path, wasm: dict):
+        self.directory = workdir / "ecds"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / f"{self.NAME}.json"
+        self._staging = workdir / f".{self.NAME}.ecds.tmp"
+        self._wasm = wasm  # the Wasm filter's typed_config; only its configuration changes
+        self.version = 0
+
+    def filter_entry(self) -> dict:
+        """The `http_filters` entry that names this resource instead of embedding it."""
+        source = {"path_config_source": {"path": str(self.path),
+                                         "watched_directory": {"path": str(self.directory)}}}
+        return {"name": self.NAME,
+                "config_discovery": {"config_source": source, "type_urls": [self.WASM_TYPE]}}
+
+    def write(self, filter_config: dict | str) -> int:
+        """Publish a new version: a dict is the filter's JSON configuration, a str is taken
+        as it is (to publish a configuration the filter must refuse). Returns the version."""
+        text = filter_config if isinstance(filter_config, str) else json.dumps(filter_config)
+        self.version += 1
+        wasm = json.loads(json.dumps(self._wasm))
+        wasm["config"]["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                           "value": text}
+        resource = {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                    "name": self.NAME, "typed_config": wasm}
+        self._staging.write_text(json.dumps({"version_info": str(self.version),
+                                             "resources": [resource]}))
+        os.replace(self._staging, self.path)
+        return self.version
+
+    def write_raw(self, text: str) -> None:
+        """Publish bytes that are not a valid discovery response at all."""
+        self.version += 1
+        self._staging.write_text(text)
+        os.replace(self._staging, self.path)
+
+
+def _to_ecds(config: Path, workdir: Path, filter_config: dict) -> EcdsFile:
+    """Rewrite the rendered bootstrap so the Wasm filter's configuration comes from an ECDS
+    file, and write its first version. PyYAML is a test requirement, not the demo's."""
+    import yaml
+
+    bootstrap = yaml.safe_load(config.read_text())
+    # File-based xDS needs a node identity, whatever its value.
+    bootstrap.setdefault("node", {"id": "okta-jwt-test", "cluster": "okta-jwt-test"})
+    filters = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+    http_filters = filters[0]["typed_config"]["http_filters"]
+    ecds = EcdsFile(workdir, http_filters[0]["typed_config"])
+    http_filters[0] = ecds.filter_entry()
+    ecds.write(filter_config)
+    config.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+    return ecds
+
+
 def start_envoy(logdir: Path, variables: dict[str, str], filter_config: dict | None = None,
-                name: str = "envoy", concurrency: int = 2) -> Process:
+                name: str = "envoy", concurrency: int = 2,
+                ecds: list[EcdsFile] | None = None) -> Process:
     """Render the bootstrap into `logdir` and start Envoy; does not wait for readiness.
 
     Two workers so that per-process sharing (rate limits, JWKS refetches) is exercised. The
     access log is flushed every 100 ms (Envoy's default: 10 s), so that tests waiting for a
-    request's line see it at once.
+    request's line see it at once. With `ecds` (a list), the filter's configuration is served
+    from an ECDS file instead of the bootstrap, and its `EcdsFile` is appended to the list.
     """
     config = logdir / f"{name}.yaml"
     render.render(config, variables, filter_config=filter_config)
+    if ecds is not None:
+        ecds.append(_to_ecds(config, logdir, filter_config
+                             if filter_config is not None
+                             else render.load_filter_config(variables)))
     return Process(name, [envoy_bin(), "-c", config, "--disable-hot-restart",
                           "--concurrency", str(concurrency), "--log-level", "info",
                           "--file-flush-interval-msec", "100"], logdir)
@@ -298,6 +370,10 @@ class Stack:
     admin_url: str
     idp_url: str
     processes: dict[str, Process] = field(default_factory=dict)
+    # With start_stack(ecds=True): the filter's configuration file, and the template
+    # variables (IDP_URL, ...) a new configuration is built from.
+    ecds: EcdsFile | None = None
+    variables: dict[str, str] = field(default_factory=dict)
 
     @property
     def local(self) -> bool:
@@ -313,8 +389,12 @@ def start_stack(workdir: Path, *, envoy_port: int = 0, admin_port: int = 0,
                 idp_port: int = 0, upstream_port: int = 0, concurrency: int = 2,
                 attempts: int = 3,
                 filter_config: Callable[[dict[str, str]], dict] | None = None,
-                idp_args: Sequence[str] = (), idp_url: str | None = None) -> Stack:
+                idp_args: Sequence[str] = (), idp_url: str | None = None,
+                ecds: bool = False) -> Stack:
     """Start mock IdP, echo upstream and Envoy; port 0 means "pick a free one".
+
+    With `ecds`, the filter's configuration is an ECDS file (`Stack.ecds`) that a test can
+    replace while Envoy runs.
 
     `filter_config` maps the template variables (`IDP_URL`, ...) to the filter configuration
     (default: envoy/filter.json.tmpl). `idp_args` are extra `mock-idp` arguments. With
@@ -338,12 +418,18 @@ def start_stack(workdir: Path, *, envoy_port: int = 0, admin_port: int = 0,
         started.append(echo)
         processes["echo-upstream"] = echo
 
+        ecds_files: list[EcdsFile] = []
+        used: dict[str, str] = {}
+
         def envoy_on(ports: dict[str, int]) -> Process:
             variables = envoy_variables(listen_port=ports["listen"], admin_port=ports["admin"],
                                         idp_port=_port_of(idp_url),
                                         upstream_port=_port_of(echo_url))
+            used.update(variables)
+            ecds_files.clear()
             return start_envoy(workdir, variables, concurrency=concurrency,
-                               filter_config=filter_config and filter_config(variables))
+                               filter_config=filter_config and filter_config(variables),
+                               ecds=ecds_files if ecds else None)
 
         envoy, ports = start_envoy_on_free_ports(
             envoy_on, {"listen": envoy_port, "admin": admin_port}, admin="admin",
@@ -351,7 +437,8 @@ def start_stack(workdir: Path, *, envoy_port: int = 0, admin_port: int = 0,
         processes["envoy"] = envoy
         return Stack(envoy_url=f"http://127.0.0.1:{ports['listen']}",
                      admin_url=f"http://127.0.0.1:{ports['admin']}",
-                     idp_url=idp_url, processes=processes)
+                     idp_url=idp_url, processes=processes,
+                     ecds=ecds_files[0] if ecds_files else None, variables=used)
     except BaseException:
         for proc in reversed(started):
             proc.stop()
