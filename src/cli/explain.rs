@@ -3,6 +3,7 @@
 //! order, the answer and what would go upstream. Signatures are checked by the pure-Rust
 //! verifier; the filter's two backends agree on every test vector and integration test.
 
+use crate::core::introspection::answers::NoAnswers;
 use serde_json::{json, Map, Value};
 
 use crate::core::config::compile;
@@ -139,6 +140,9 @@ fn decide(a: &Explain, config: &Config, keys: &Files, token: &str) -> Outcome {
         config,
         cache: None,
         keys,
+        // explain makes no network calls: an opaque token (or `tokens: "all"`) is reported
+        // as the filter answers when its introspection endpoint cannot be reached.
+        answers: &NoAnswers,
         verifier: &PureVerifier,
         now,
         now_ms: now.saturating_mul(1000),
@@ -175,6 +179,7 @@ pub fn report(config: &Config, d: &Decision) -> Value {
         Verdict::Deny { reason, scope } => (Some(*reason), scope.as_deref()),
         // The files are all there is; a wait can only be for keys that never come.
         Verdict::Wait { .. } => (Some(Reason::JwksUnavailable), None),
+        Verdict::Introspect { .. } => (Some(Reason::IntrospectionUnavailable), None),
     };
     let (status, www) = match reason {
         None => (200, None),

@@ -46,6 +46,10 @@ pub enum Reason {
     JwksUnavailable,
     BadPath,
     IpDenied,
+    /// The introspection endpoint says the token is not active (revoked, expired, unknown).
+    InactiveToken,
+    /// No introspection answer: the call failed, the breaker is open or too many are in flight.
+    IntrospectionUnavailable,
 }
 
 /// The RFC 6750 error class a reason is answered with.
@@ -71,7 +75,7 @@ pub enum Class {
     InvalidDpopProof,
 }
 
-pub const ALL: [Reason; 29] = [
+pub const ALL: [Reason; 31] = [
     Reason::MissingToken,
     Reason::MultipleTokens,
     Reason::TokenTooLarge,
@@ -101,6 +105,8 @@ pub const ALL: [Reason; 29] = [
     Reason::JwksUnavailable,
     Reason::BadPath,
     Reason::IpDenied,
+    Reason::InactiveToken,
+    Reason::IntrospectionUnavailable,
 ];
 
 impl Reason {
@@ -136,6 +142,8 @@ impl Reason {
             Reason::JwksUnavailable => "jwks_unavailable",
             Reason::BadPath => "bad_path",
             Reason::IpDenied => "ip_denied",
+            Reason::InactiveToken => "inactive_token",
+            Reason::IntrospectionUnavailable => "introspection_unavailable",
         }
     }
 
@@ -145,7 +153,9 @@ impl Reason {
             Reason::InsufficientScope => Class::InsufficientScope,
             Reason::ClaimMismatch | Reason::IpDenied => Class::Forbidden,
             Reason::RateLimited => Class::RateLimited,
-            Reason::JwksUnavailable | Reason::DpopReplayFull => Class::Unavailable,
+            Reason::JwksUnavailable
+            | Reason::DpopReplayFull
+            | Reason::IntrospectionUnavailable => Class::Unavailable,
             Reason::InvalidDpopProof => Class::InvalidDpopProof,
             Reason::BadPath => Class::BadRequest,
             Reason::MultipleTokens => Class::InvalidRequest,
@@ -171,6 +181,9 @@ impl Reason {
             Reason::MultipleTokens => "The request carries more than one access token",
             Reason::InvalidDpopProof => "The DPoP proof is invalid",
             Reason::DpopReplayFull => "Too many DPoP proofs to remember; retry later",
+            Reason::IntrospectionUnavailable => {
+                "The access token cannot be checked right now; retry later"
+            }
             _ => "The access token is invalid",
         }
     }
@@ -230,6 +243,13 @@ mod tests {
         assert_eq!(Reason::IpDenied.status(), 403);
         assert_eq!(Reason::IpDenied.class(), Class::Forbidden);
         assert_eq!(Reason::IpDenied.as_str(), "ip_denied");
+        assert_eq!(Reason::InactiveToken.status(), 401);
+        assert_eq!(Reason::InactiveToken.class(), Class::InvalidToken);
+        assert_eq!(Reason::IntrospectionUnavailable.status(), 503);
+        assert_eq!(
+            Reason::IntrospectionUnavailable.as_str(),
+            "introspection_unavailable"
+        );
     }
 
     #[test]
@@ -240,6 +260,7 @@ mod tests {
             Reason::WrongAudience,
             Reason::UnknownKid,
             Reason::WrongClient,
+            Reason::InactiveToken,
         ] {
             assert_eq!(r.description(), "The access token is invalid");
         }

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod decision;
 pub mod denial;
 pub mod gate;
+pub mod introspection;
 pub mod keys;
 pub mod policy;
 pub mod ratelimit;

@@ -2,6 +2,7 @@
 //! shapes the request path uses. Every error names the field it is about.
 
 use crate::core::config::error::{err, ConfigError};
+use crate::core::config::introspection::{process_env, EnvLookup};
 use crate::core::config::model::{Auth, Config, LogConfig, Provider, Rule, SignatureBackend};
 use crate::core::config::provider::compile_provider;
 use crate::core::config::raw::{RawClientIp, RawConfig, RawLog};
@@ -16,7 +17,12 @@ use crate::core::token::claim_path::ClaimPath;
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
 pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
-    compile(deserialize(json)?)
+    parse_with_env(json, &process_env)
+}
+
+/// `parse`, with the environment that `{"env": NAME}` secrets are read from.
+pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+    compile_all(deserialize(json)?, env).map_err(|mut errors| errors.remove(0))
 }
 
 fn deserialize(json: &[u8]) -> Result<RawConfig, ConfigError> {
@@ -40,14 +46,10 @@ fn deserialize(json: &[u8]) -> Result<RawConfig, ConfigError> {
 /// for `okta-jwt validate`.
 pub fn parse_all(json: &[u8]) -> Result<Config, Vec<ConfigError>> {
     let raw = deserialize(json).map_err(|e| vec![e])?;
-    compile_all(raw)
+    compile_all(raw, &process_env)
 }
 
-fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
-    compile_all(raw).map_err(|mut errors| errors.remove(0))
-}
-
-fn compile_all(mut raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
+fn compile_all(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
     if raw.providers.is_empty() {
         errors.push(ConfigError {
@@ -58,7 +60,7 @@ fn compile_all(mut raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let names: Vec<String> = raw.providers.keys().cloned().collect();
     let mut providers = Vec::with_capacity(raw.providers.len());
     for (name, p) in std::mem::take(&mut raw.providers) {
-        compile_provider(name, p).map_or_else(|e| errors.push(e), |p| providers.push(p));
+        compile_provider(name, p, env).map_or_else(|e| errors.push(e), |p| providers.push(p));
     }
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut rules = Vec::with_capacity(raw.rules.len());
@@ -100,6 +102,7 @@ fn top_level(
         }
     }
     Ok(Config {
+        introspects: providers.iter().any(|p| p.introspection.is_some()),
         protected_headers: protected_headers(&providers),
         default_rule: default_rule(&providers),
         providers,

@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub mod error;
+pub mod introspection;
 pub mod jwks;
 pub mod matching;
 pub mod model;

@@ -1,6 +1,8 @@
 //! The compiled configuration: what the request path reads. Built only by `compile`.
 
 use crate::core::crypto::alg::{Alg, AlgSet};
+use crate::core::introspection::answer::Expect as IntrospectionExpect;
+use crate::core::introspection::settings::Introspection;
 use crate::core::keys::source::{JwksConfig, JwksSource};
 use crate::core::policy::requirements::{ClaimRequirement, Scopes};
 use crate::core::ratelimit::limits::{LimitKey, RateLimit};
@@ -37,6 +39,10 @@ pub struct Provider {
     pub dpop: Dpop,
     /// `mtls_binding: "required"`: only certificate-bound tokens (RFC 8705).
     pub mtls_binding: bool,
+    /// False when the provider has no `jwks` (introspection only): it takes no JWT.
+    pub verifies_jwts: bool,
+    /// RFC 7662 introspection of opaque tokens (and of JWTs with `tokens: "all"`).
+    pub introspection: Option<Introspection>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +141,8 @@ pub struct LogConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub providers: Vec<Provider>,
+    /// Some provider has `introspection` (opaque tokens are worth looking for).
+    pub introspects: bool,
     pub rules: Vec<Rule>,
     pub realm: Option<String>,
     pub bypass_cors_preflight: bool,
@@ -162,6 +170,20 @@ impl Provider {
             clock_skew_s: self.clock_skew_s,
             max_lifetime_s: self.max_lifetime_s,
             client_ids: self.client_ids.as_deref(),
+            audience_optional: false,
+            exp_optional: false,
+        }
+    }
+
+    /// What an active introspection answer must satisfy (`iss`, `aud` when present).
+    pub fn expected_answer(&self, require_exp: bool) -> IntrospectionExpect<'_> {
+        IntrospectionExpect {
+            issuer: &self.issuer,
+            claims: Expected {
+                audience_optional: true,
+                exp_optional: !require_exp,
+                ..self.expected()
+            },
         }
     }
 }

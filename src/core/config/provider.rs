@@ -2,12 +2,14 @@
 //! expectations, token sources and the headers its claims go to.
 
 use crate::core::config::error::{err, ConfigError};
+use crate::core::config::introspection::{compile_introspection, EnvLookup};
 use crate::core::config::jwks::compile_jwks;
 use crate::core::config::model::{ClaimHeader, Dpop, DpopMode, Provider};
 use crate::core::config::names::{header_name, header_name_any, is_token_char};
-use crate::core::config::raw::{RawClaimHeader, RawProvider, RawSource};
+use crate::core::config::raw::{RawClaimHeader, RawJwks, RawProvider, RawSource};
 use crate::core::crypto::alg::{Alg, AlgSet};
-use crate::core::keys::source::JwksSource;
+use crate::core::keys::jwk_set::KeySet;
+use crate::core::keys::source::{JwksConfig, JwksSource};
 use crate::core::request::extract::Source;
 use crate::core::token::claim_path::ClaimPath;
 
@@ -15,7 +17,11 @@ const MAX_CLOCK_SKEW_S: u64 = 3600;
 /// A proof older than an hour is no proof of possession now.
 const MAX_DPOP_AGE_S: u64 = 3600;
 
-pub fn compile_provider(name: String, p: RawProvider) -> Result<Provider, ConfigError> {
+pub fn compile_provider(
+    name: String,
+    p: RawProvider,
+    env: EnvLookup<'_>,
+) -> Result<Provider, ConfigError> {
     let at = format!("providers.{name}");
     if name.is_empty()
         || name.len() > 64
@@ -38,7 +44,12 @@ pub fn compile_provider(name: String, p: RawProvider) -> Result<Provider, Config
             "must not contain an empty string",
         );
     }
-    let jwks = compile_jwks(&at, p.jwks)?;
+    let introspection = match p.introspection {
+        Some(i) => Some(compile_introspection(&at, i, env)?),
+        None => None,
+    };
+    let verifies_jwts = p.jwks.is_some();
+    let jwks = keys(&at, p.jwks, introspection.is_some())?;
     if matches!(jwks.source, JwksSource::Discovery { .. }) && !is_http_url(&p.issuer) {
         return err(
             format!("{at}.issuer"),
@@ -77,7 +88,27 @@ pub fn compile_provider(name: String, p: RawProvider) -> Result<Provider, Config
             p.dpop_origin,
         )?,
         mtls_binding: mtls_binding(&at, p.mtls_binding)?,
+        verifies_jwts,
+        introspection,
     })
+}
+
+/// `jwks`, required unless the provider introspects: then it takes only opaque tokens and
+/// its key set stays empty.
+fn keys(at: &str, jwks: Option<RawJwks>, introspects: bool) -> Result<JwksConfig, ConfigError> {
+    match jwks {
+        Some(j) => compile_jwks(at, j),
+        None if introspects => Ok(JwksConfig {
+            source: JwksSource::Inline(KeySet::default()),
+            timeout_ms: 5000,
+            cache_duration_s: 300,
+            min_refetch_interval_s: 30,
+        }),
+        None => err(
+            format!("{at}.jwks"),
+            "is required (unless the provider has \"introspection\")",
+        ),
+    }
 }
 
 /// The DPoP fields (SPEC "Sender-constrained tokens").

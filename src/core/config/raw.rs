@@ -32,7 +32,7 @@ pub struct RawClientIp {
 pub struct RawProvider {
     pub issuer: String,
     pub audiences: Vec<String>,
-    pub jwks: RawJwks,
+    pub jwks: Option<RawJwks>,
     pub algorithms: Option<Vec<String>>,
     pub clock_skew_s: Option<u64>,
     pub max_lifetime_s: Option<u64>,
@@ -50,6 +50,45 @@ pub struct RawProvider {
     pub dpop_max_age_s: Option<u64>,
     pub dpop_origin: Option<String>,
     pub mtls_binding: Option<String>,
+    pub introspection: Option<RawIntrospection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    pub uri: String,
+    pub cluster: String,
+    pub client_id: String,
+    pub client_secret: RawSecret,
+    pub tokens: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub cache_s: Option<u64>,
+    pub negative_cache_s: Option<u64>,
+    pub max_entries: Option<usize>,
+    pub require_exp: Option<bool>,
+    pub max_in_flight: Option<usize>,
+    pub breaker: Option<RawBreaker>,
+}
+
+/// A secret given in the configuration, or the name of a VM environment variable holding it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RawSecret {
+    Value(String),
+    Env(RawEnvRef),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvRef {
+    pub env: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub failures: Option<u32>,
+    pub cool_down_s: Option<u64>,
 }
 
 #[derive(Deserialize)]

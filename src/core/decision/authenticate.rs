@@ -9,7 +9,6 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::core::config::model::{Auth, Config, Provider, Rule};
-use crate::core::config::rule::is_dpop_scheme;
 use crate::core::denial::{Denial, Reason};
 use crate::core::keys::jwk_set::KeySet;
 use crate::core::keys::state::KeyState;
@@ -23,6 +22,7 @@ use super::binding;
 use super::env::Env;
 use super::halt::Halt;
 use super::identity::{Identity, Verification};
+use super::introspect::{self, reads};
 use super::outcome::Decision;
 use super::signature;
 
@@ -37,6 +37,7 @@ pub fn authenticate<'c, 'r>(
     let identity = identify(env, rule, req, d)?;
     if let Some(id) = &identity {
         binding::check(env, req, id, d)?;
+        introspect::still_active(env, id, d)?;
     }
     Ok(identity)
 }
@@ -54,6 +55,9 @@ fn identify<'c, 'r>(
         d.detail = "no token on an optional rule";
         return Ok(None);
     };
+    if introspect::takes_opaque_path(env, rule, &token) {
+        return introspect::opaque(env, rule, token, source, d).map(Some);
+    }
     if let Some(hit) = from_cache(env, rule, source, token.as_ref()) {
         d.provider = Some(hit.provider);
         d.note("token_cache", true, || {
@@ -176,18 +180,13 @@ fn choose_provider<'c>(
         .copied()
         .find_map(|p| {
             let prov = cfg.providers.get(p)?;
-            (Some(prov.issuer.as_str()) == iss && reads(prov, source)).then_some((p, prov))
+            (prov.verifies_jwts && Some(prov.issuer.as_str()) == iss && reads(prov, source))
+                .then_some((p, prov))
         })
         .ok_or(Denial::new(
             Reason::WrongIssuer,
             "no provider of this rule has the token's issuer and source",
         ))
-}
-
-/// Whether the provider takes tokens from `source`: its `from`, and the `DPoP` scheme (the
-/// binding stage refuses it when the provider's `dpop` is disabled).
-fn reads(p: &Provider, source: &Source) -> bool {
-    p.from.contains(source) || is_dpop_scheme(source)
 }
 
 /// Stage: the provider's key set, or a wait for its first fetch.

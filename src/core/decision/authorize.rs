@@ -100,7 +100,7 @@ pub fn forward_claims(p: &Provider, id: &Identity<'_, '_>, ops: &mut Vec<HeaderO
         }
     }
     if let Some(h) = &p.payload_header {
-        ops.push(HeaderOp::Set(h.clone(), id.payload_b64().to_owned()));
+        ops.push(HeaderOp::Set(h.clone(), id.payload_b64().into_owned()));
     }
 }
 

@@ -293,6 +293,7 @@ mod tests {
             config: &config,
             cache: None,
             keys: &keys,
+            answers: &crate::core::introspection::answers::NoAnswers,
             verifier: &Fake,
             now: NOW,
             now_ms: NOW * 1000,

@@ -3,6 +3,7 @@
 
 use crate::core::config::model::Config;
 use crate::core::crypto::verifier::SignatureVerifier;
+use crate::core::introspection::answers::Answers;
 use crate::core::keys::state::KeySource;
 use crate::core::ratelimit::hash_key::KeyHasher;
 use crate::core::request::view::Headers;
@@ -14,6 +15,8 @@ pub struct Env<'a> {
     /// Tokens verified earlier by this VM; `None` disables the shortcut.
     pub cache: Option<&'a mut TokenCache>,
     pub keys: &'a dyn KeySource,
+    /// Cached introspection answers (and the key they are cached under).
+    pub answers: &'a dyn Answers,
     pub verifier: &'a dyn SignatureVerifier,
     /// Seconds since the Unix epoch.
     pub now: u64,

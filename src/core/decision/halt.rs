@@ -2,6 +2,8 @@
 //! response needs (the scope to name, the rate-limit state), or a wait for keys.
 
 use crate::core::denial::{Denial, Reason};
+use crate::core::introspection::settings::Secret;
+use crate::core::introspection::token_key::TokenKey;
 use crate::core::ratelimit::bucket::LimitState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,13 @@ pub enum Halt {
         provider: usize,
         refetch: bool,
         detail: &'static str,
+    },
+    /// Decide again once the introspection answer for this token is in (see
+    /// `Outcome::Introspect`).
+    Introspect {
+        provider: usize,
+        key: TokenKey,
+        token: Secret,
     },
 }
 

@@ -15,6 +15,8 @@ pub enum Verification {
     Cached,
     /// Its signature was checked now.
     Signature,
+    /// An opaque token, described by the provider's introspection endpoint.
+    Introspected,
 }
 
 #[derive(Debug, Clone)]
@@ -30,9 +32,17 @@ pub struct Identity<'c, 'r> {
 }
 
 impl Identity<'_, '_> {
-    /// The payload segment as sent, for `payload_header`.
-    pub fn payload_b64(&self) -> &str {
-        self.token.split('.').nth(1).unwrap_or_default()
+    /// The payload segment as sent, for `payload_header`; for an opaque token, the
+    /// introspection answer's claims as compact JSON, base64url like a JWT payload.
+    pub fn payload_b64(&self) -> Cow<'_, str> {
+        use base64::Engine;
+        match self.verification {
+            Verification::Introspected => Cow::Owned(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(serde_json::to_vec(&*self.claims).unwrap_or_default()),
+            ),
+            _ => Cow::Borrowed(self.token.split('.').nth(1).unwrap_or_default()),
+        }
     }
 
     pub fn sub(&self) -> Option<&str> {

@@ -8,6 +8,7 @@ pub mod binding;
 pub mod env;
 pub mod halt;
 pub mod identity;
+pub mod introspect;
 pub mod log;
 pub mod outcome;
 pub mod pipeline;

@@ -1,6 +1,8 @@
 //! What the pipeline decides for one request, and the header changes that go with it.
 
 use crate::core::denial::{Denial, Reason};
+use crate::core::introspection::settings::Secret;
+use crate::core::introspection::token_key::TokenKey;
 use crate::core::ratelimit::bucket::LimitState;
 
 use super::trace::Check;
@@ -26,6 +28,13 @@ pub enum Outcome {
         provider: usize,
         refetch: bool,
     },
+    /// Decide again once the provider's introspection endpoint answered for this token: the
+    /// gate starts the call (or joins the one in flight) with `token`.
+    Introspect {
+        provider: usize,
+        key: TokenKey,
+        token: Secret,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +57,8 @@ pub struct Decision {
     pub detail: &'static str,
     /// Whether the verified-token cache answered (`None`: no token was verified).
     pub cache_hit: Option<bool>,
+    /// Whether an introspection answer came from the cache (`None`: none was needed).
+    pub introspection_hit: Option<bool>,
     /// The most restrictive rate limit that applied, for the `RateLimit-*` headers.
     pub rate: Option<LimitState>,
     /// For 429: whole seconds until a token is available.
@@ -74,6 +85,7 @@ impl Decision {
             identity_verified: true,
             detail: "",
             cache_hit: None,
+            introspection_hit: None,
             rate: None,
             retry_after_s: None,
             kid: None,

@@ -221,6 +221,20 @@ fn halted(mut d: Decision, halt: Halt) -> Decision {
             d.detail = detail;
             d
         }
+        Halt::Introspect {
+            provider,
+            key,
+            token,
+        } => {
+            d.outcome = Outcome::Introspect {
+                provider,
+                key,
+                token,
+            };
+            d.provider = Some(provider);
+            d.detail = "waiting for the introspection answer";
+            d
+        }
     }
 }
 
@@ -393,6 +407,7 @@ mod tests {
                 config: self.config,
                 cache: self.cache,
                 keys: self.keys,
+                answers: &crate::core::introspection::answers::NoAnswers,
                 verifier: self.verifier,
                 now: self.now_ms / 1000,
                 now_ms: self.now_ms,

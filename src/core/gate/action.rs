@@ -4,7 +4,10 @@ use crate::core::decision::env::SavedRequest;
 use crate::core::decision::outcome::Decision;
 use crate::core::keys::lifecycle::{FetchOutcome, FetchRequest};
 
+use crate::core::introspection::call::CallRequest;
+
 use super::fetching::KeyGauge;
+use super::introspecting::IntrospectionGauge;
 
 // Not boxed: actions are moved once, from the gate to the shell.
 #[allow(clippy::large_enum_variant)]
@@ -32,6 +35,17 @@ pub enum Action {
         /// `ok`, `status_4xx`, `status_5xx`, `transport`, `invalid_body`, `not_dispatched`.
         class: &'static str,
     },
+    /// Send this introspection call from the root context (its first sender went away);
+    /// then report `Gate::introspection_dispatched` or `Gate::introspection_not_dispatched`.
+    Introspect(CallRequest),
+    /// An introspection call ended: a stat (`active`, `inactive`, or a failure class).
+    Introspected {
+        provider: usize,
+        class: &'static str,
+    },
+    /// Each introspecting provider's calls in flight, cached answers and breaker (every
+    /// tick).
+    IntrospectionGauges(Vec<IntrospectionGauge>),
     /// Each remote provider's key count and age (every tick).
     KeyGauges(Vec<KeyGauge>),
     /// Buckets in use per rate limit, `(rule, limit, in_use)` (about once a second).

@@ -42,6 +42,7 @@ impl Gate {
             }
         }
         actions.push(Action::KeyGauges(self.key_gauges(now_ms)));
+        self.tick_introspection(&mut actions);
         if self.second_done_s != now_ms / 1000 && self.setup.config.has_rate_limits() {
             self.second_done_s = now_ms / 1000;
             // Adopt the stored hash key: VMs that raced to create it converge on one.
@@ -181,8 +182,10 @@ impl Gate {
     fn expire(&mut self, now_ms: u64, out: &mut Vec<Action>) {
         for w in self.room.take_expired(now_ms) {
             let mut d = self.decide(now_ms, &w.request);
-            if matches!(d.outcome, Outcome::Wait { .. }) {
-                d.detail = "timed out waiting for a key fetch";
+            match d.outcome {
+                Outcome::Wait { .. } => d.detail = "timed out waiting for a key fetch",
+                Outcome::Introspect { .. } => d.detail = "timed out waiting for introspection",
+                _ => {}
             }
             out.push(Action::Answer {
                 context: w.context,

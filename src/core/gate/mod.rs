@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod fetching;
+pub mod introspecting;
 pub mod state;
 pub mod waiting_room;
 

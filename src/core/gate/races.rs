@@ -134,13 +134,13 @@ fn denied(reason: Reason) -> Outcome {
 }
 
 fn parked(h: Handled) -> bool {
-    matches!(h, Handled::Parked)
+    matches!(h, Handled::Parked(_))
 }
 
 fn decided(h: Handled) -> Outcome {
     match h {
         Handled::Decided(d, _) => d.outcome,
-        Handled::Parked => panic!("parked"),
+        Handled::Parked(_) => panic!("parked"),
     }
 }
 

@@ -10,6 +10,11 @@ use crate::core::decision::env::{Env, SavedRequest};
 use crate::core::decision::outcome::{Decision, Outcome};
 use crate::core::decision::pipeline;
 use crate::core::denial::{Denial, Reason};
+use crate::core::introspection::answer::Answer;
+use crate::core::introspection::answers::Answers;
+use crate::core::introspection::call::CallRequest;
+use crate::core::introspection::flights::Introspector;
+use crate::core::introspection::token_key::{TokenKey, TokenKeyer};
 use crate::core::keys::lifecycle::ProviderCache;
 use crate::core::keys::state::{KeySource, KeyState};
 use crate::core::ratelimit::hash_key::KeyHasher;
@@ -39,6 +44,13 @@ pub struct Gate {
     pub(super) fetches: HashMap<u32, usize>,
     /// The second in which the once-a-second rate-limit work last ran.
     pub(super) second_done_s: u64,
+    /// Per provider: its introspection state, when it introspects.
+    pub(super) introspectors: Vec<Option<Introspector>>,
+    /// This VM's key for introspection cache keys.
+    pub(super) keyer: TokenKeyer,
+    /// An answer just received, seen by the decisions of its waiters even when it is not
+    /// cached (`cache_s: 0`, or an `exp` already reached).
+    pub(super) fresh: Option<(usize, TokenKey, Answer)>,
 }
 
 /// What became of a request.
@@ -48,8 +60,10 @@ pub struct Gate {
 pub enum Handled {
     /// Carry out this decision now.
     Decided(Decision, SavedRequest),
-    /// Paused until a fetch ends or its deadline passes: an `Action::Answer` will come.
-    Parked,
+    /// Paused until a fetch or an introspection call ends or its deadline passes: an
+    /// `Action::Answer` will come. With a call: send it from this stream, then report
+    /// `Gate::introspection_dispatched` or `Gate::introspection_not_dispatched`.
+    Parked(Option<CallRequest>),
 }
 
 struct Caches<'a> {
@@ -71,12 +85,45 @@ impl KeySource for Caches<'_> {
     }
 }
 
-/// What the pipeline reads of a VM: its setup, key caches and (when deciding) token cache.
-fn env<'a>(setup: &'a Setup, keys: &'a Caches<'a>, cache: Option<&'a mut TokenCache>) -> Env<'a> {
+/// The introspection answers a VM holds, as the pipeline reads them.
+pub(super) struct Held<'a> {
+    pub introspectors: &'a [Option<Introspector>],
+    pub keyer: TokenKeyer,
+    pub fresh: Option<&'a (usize, TokenKey, Answer)>,
+}
+
+impl Answers for Held<'_> {
+    fn key(&self, token: &str) -> TokenKey {
+        self.keyer.key(token)
+    }
+
+    fn answer(&self, provider: usize, key: TokenKey, now_ms: u64) -> Option<Answer> {
+        if let Some((p, k, a)) = self.fresh {
+            if *p == provider && *k == key {
+                return Some(a.clone());
+            }
+        }
+        self.introspectors
+            .get(provider)?
+            .as_ref()?
+            .lookup(key, now_ms)
+            .cloned()
+    }
+}
+
+/// What the pipeline reads of a VM: its setup, key caches, introspection answers and (when
+/// deciding) token cache.
+fn env<'a>(
+    setup: &'a Setup,
+    keys: &'a Caches<'a>,
+    answers: &'a Held<'a>,
+    cache: Option<&'a mut TokenCache>,
+) -> Env<'a> {
     Env {
         config: &setup.config,
         cache,
         keys,
+        answers,
         verifier: setup.verifier.as_ref(),
         now: keys.now_ms / 1000,
         now_ms: keys.now_ms,
@@ -95,7 +142,16 @@ impl Gate {
             .iter()
             .map(|p| ProviderCache::new(&p.name, &p.issuer, &p.jwks))
             .collect();
+        let introspectors = setup
+            .config
+            .providers
+            .iter()
+            .map(|p| p.introspection.clone().map(Introspector::new))
+            .collect();
         let mut gate = Gate {
+            introspectors,
+            keyer: TokenKeyer::random(),
+            fresh: None,
             token_cache: TokenCache::new(setup.config.token_cache_entries),
             setup,
             caches,
@@ -125,6 +181,9 @@ impl Gate {
     /// Decides `req`, or parks it when the answer hinges on a fetch that is under way.
     pub fn on_request(&mut self, context: u32, req: SavedRequest, now_ms: u64) -> Handled {
         let mut d = self.decide(now_ms, &req);
+        if matches!(d.outcome, Outcome::Introspect { .. }) {
+            return self.wait_for_answer(context, d, req, now_ms);
+        }
         let mut req = req;
         // At most twice: parking may find that a fetch just ended, and the second decision
         // then sees fresh keys (it can only ask to wait if a fetch is really pending).
@@ -138,9 +197,10 @@ impl Gate {
                 provider,
                 deadline_ms,
                 request: req,
+                introspection: None,
             };
             match self.park(waiter, refetch, now_ms) {
-                Ok(()) => return Handled::Parked,
+                Ok(()) => return Handled::Parked(None),
                 Err(waiter) => req = waiter.request,
             }
             d = self.decide(now_ms, &req);
@@ -148,9 +208,18 @@ impl Gate {
         Handled::Decided(self.finish(d, &req, now_ms), req)
     }
 
-    /// A stream that ended is never answered later.
+    /// A stream that ended is never answered later; the introspection calls it sent are
+    /// sent again from the root context on the next tick if requests still wait for them.
     pub fn on_stream_done(&mut self, context: u32) {
         self.room.forget(context);
+        for (provider, i) in self.introspectors.iter_mut().enumerate() {
+            let Some(i) = i.as_mut() else { continue };
+            for key in i.owner_gone(context) {
+                if !self.room.waits_for(provider, key) {
+                    i.drop_flight(key);
+                }
+            }
+        }
     }
 
     /// Parks a request until `provider`'s next fetch ends. A refetch is only requested here:
@@ -220,8 +289,13 @@ impl Gate {
             caches: &self.caches,
             now_ms,
         };
+        let answers = Held {
+            introspectors: &self.introspectors,
+            keyer: self.keyer,
+            fresh: self.fresh.as_ref(),
+        };
         let cache = (setup.config.token_cache_entries > 0).then_some(&mut self.token_cache);
-        pipeline::decide(&mut env(setup, &keys, cache), &req.incoming())
+        pipeline::decide(&mut env(setup, &keys, &answers, cache), &req.incoming())
     }
 
     /// The decision the shell carries out: `answerable`, then a failure charged once (a
@@ -233,7 +307,12 @@ impl Gate {
             caches: &self.caches,
             now_ms,
         };
-        pipeline::charge_failure(&env(setup, &keys, None), &req.incoming(), d)
+        let answers = Held {
+            introspectors: &self.introspectors,
+            keyer: self.keyer,
+            fresh: None,
+        };
+        pipeline::charge_failure(&env(setup, &keys, &answers, None), &req.incoming(), d)
     }
 
     /// A decision the shell can carry out: a wait that could not be parked (or lasted too
@@ -249,6 +328,12 @@ impl Gate {
             let detail = d.detail;
             d = d.deny(Denial::new(reason, detail));
             d.provider = Some(provider);
+        }
+        if let Outcome::Introspect { provider, .. } = d.outcome {
+            let detail = d.detail;
+            d = d.deny(Denial::new(Reason::IntrospectionUnavailable, detail));
+            d.provider = Some(provider);
+            d.retry_after_s = d.retry_after_s.or(Some(1));
         }
         if !d.is_allowed() && d.retry_after_s.is_none() {
             d.retry_after_s = Some(self.retry_after_s(d.provider, now_ms));

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::core::decision::env::SavedRequest;
+use crate::core::introspection::token_key::TokenKey;
 
 /// Requests parked per VM. Past this, new arrivals are answered at once (503 or 401) rather
 /// than holding unbounded memory.
@@ -18,6 +19,8 @@ pub struct Waiter {
     /// Set once when the request is parked; re-parking after a fetch keeps it.
     pub deadline_ms: u64,
     pub request: SavedRequest,
+    /// Waits for this token's introspection answer, not for a key fetch.
+    pub introspection: Option<TokenKey>,
 }
 
 #[derive(Debug)]
@@ -68,9 +71,21 @@ impl WaitingRoom {
         self.waiters.push(w);
     }
 
-    /// Every request parked on `provider`, taken out.
+    /// Every request parked on `provider`'s key fetch, taken out.
     pub fn take_provider(&mut self, provider: usize) -> Vec<Waiter> {
-        self.take(|w| w.provider == provider)
+        self.take(|w| w.provider == provider && w.introspection.is_none())
+    }
+
+    /// Every request waiting for `provider`'s introspection answer for `key`, taken out.
+    pub fn take_answer(&mut self, provider: usize, key: TokenKey) -> Vec<Waiter> {
+        self.take(|w| w.provider == provider && w.introspection == Some(key))
+    }
+
+    /// Whether a request still waits for that answer.
+    pub fn waits_for(&self, provider: usize, key: TokenKey) -> bool {
+        self.waiters
+            .iter()
+            .any(|w| w.provider == provider && w.introspection == Some(key))
     }
 
     /// Every request whose deadline has passed at `now_ms`, taken out.
@@ -118,6 +133,7 @@ mod tests {
             provider,
             deadline_ms,
             request: SavedRequest::default(),
+            introspection: None,
         }
     }
 
@@ -133,6 +149,22 @@ mod tests {
         assert_eq!(room.len(), 1);
         assert!(room.take_expired(199).is_empty());
         assert_eq!(room.take_expired(200).len(), 1);
+        assert!(room.is_empty());
+    }
+
+    #[test]
+    fn key_waiters_and_answer_waiters_are_apart() {
+        let mut room = WaitingRoom::new(8);
+        room.park(waiter(1, 0, 100)).unwrap();
+        let mut w = waiter(2, 0, 100);
+        w.introspection = Some(TokenKey(9));
+        room.park(w).unwrap();
+        assert!(room.waits_for(0, TokenKey(9)));
+        assert!(!room.waits_for(1, TokenKey(9)));
+        let keys: Vec<u32> = room.take_provider(0).iter().map(|w| w.context).collect();
+        assert_eq!(keys, vec![1]);
+        assert!(room.take_answer(0, TokenKey(8)).is_empty());
+        assert_eq!(room.take_answer(0, TokenKey(9)).len(), 1);
         assert!(room.is_empty());
     }
 

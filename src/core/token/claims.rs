@@ -35,16 +35,20 @@ pub struct Expected<'a> {
     pub clock_skew_s: u64,
     pub max_lifetime_s: Option<u64>,
     pub client_ids: Option<&'a [String]>,
+    /// A missing `aud` passes (introspection answers: RFC 7662 makes it optional).
+    pub audience_optional: bool,
+    /// A missing `exp` passes (introspection with `require_exp: false`).
+    pub exp_optional: bool,
 }
 
 pub fn check(p: &Expected<'_>, claims: &Map<String, Value>, now: u64) -> Result<(), Denial> {
     let now = now as f64;
     let skew = p.clock_skew_s as f64;
-    let Some(exp) = numeric_date(claims, "exp")? else {
-        return fail(Reason::MissingExp, "exp is missing");
-    };
-    if now > exp + skew {
-        return fail(Reason::Expired, "exp is in the past");
+    let exp = numeric_date(claims, "exp")?;
+    match exp {
+        None if !p.exp_optional => return fail(Reason::MissingExp, "exp is missing"),
+        Some(exp) if now > exp + skew => return fail(Reason::Expired, "exp is in the past"),
+        _ => {}
     }
     if let Some(nbf) = numeric_date(claims, "nbf")? {
         if nbf > now + skew {
@@ -66,13 +70,14 @@ pub fn check(p: &Expected<'_>, claims: &Map<String, Value>, now: u64) -> Result<
                     "iat is missing and max_lifetime_s is set",
                 )
             }
-            Some(iat) if exp - iat > max as f64 => {
+            Some(iat) if exp.is_none_or(|exp| exp - iat > max as f64) => {
                 return fail(Reason::LifetimeExceeded, "exp - iat exceeds max_lifetime_s")
             }
             Some(_) => {}
         }
     }
     let aud_ok = match claims.get("aud") {
+        None => p.audience_optional,
         Some(Value::String(a)) => p.audiences.iter().any(|x| x == a),
         Some(Value::Array(list)) => list
             .iter()
