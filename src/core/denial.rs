@@ -153,9 +153,9 @@ impl Reason {
             Reason::InsufficientScope => Class::InsufficientScope,
             Reason::ClaimMismatch | Reason::IpDenied => Class::Forbidden,
             Reason::RateLimited => Class::RateLimited,
-            Reason::JwksUnavailable
-            | Reason::DpopReplayFull
-            | Reason::IntrospectionUnavailable => Class::Unavailable,
+            Reason::JwksUnavailable | Reason::DpopReplayFull | Reason::IntrospectionUnavailable => {
+                Class::Unavailable
+            }
             Reason::InvalidDpopProof => Class::InvalidDpopProof,
             Reason::BadPath => Class::BadRequest,
             Reason::MultipleTokens => Class::InvalidRequest,

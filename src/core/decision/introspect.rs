@@ -69,7 +69,10 @@ pub fn opaque<'c, 'r>(
 /// Stage, with `tokens: "all"`: a JWT that passed its local checks must still be active.
 pub fn still_active(env: &Env<'_>, id: &Identity<'_, '_>, d: &mut Decision) -> Result<(), Halt> {
     let p = &env.config.providers[id.provider];
-    let all = p.introspection.as_ref().is_some_and(|s| s.tokens == Tokens::All);
+    let all = p
+        .introspection
+        .as_ref()
+        .is_some_and(|s| s.tokens == Tokens::All);
     if !all || id.verification == Verification::Introspected {
         return Ok(());
     }
@@ -102,7 +105,10 @@ fn lookup(env: &Env<'_>, provider: usize, token: &str, d: &mut Decision) -> Resu
 }
 
 fn inactive(d: &mut Decision) -> Halt {
-    let denial = Denial::new(Reason::InactiveToken, "the introspection endpoint says inactive");
+    let denial = Denial::new(
+        Reason::InactiveToken,
+        "the introspection endpoint says inactive",
+    );
     let _ = d.step::<(), _>("introspection", Err(denial));
     Halt::Deny(denial)
 }

@@ -47,7 +47,11 @@ impl Gate {
         else {
             return Handled::Decided(self.finish(d, &req, now_ms), req);
         };
-        let Some(intro) = self.introspectors.get_mut(provider).and_then(Option::as_mut) else {
+        let Some(intro) = self
+            .introspectors
+            .get_mut(provider)
+            .and_then(Option::as_mut)
+        else {
             return Handled::Decided(self.finish(d, &req, now_ms), req);
         };
         if self.room.is_full() {
@@ -62,7 +66,12 @@ impl Gate {
             }
         };
         let call = match begin {
-            Begin::Start => Some(call::request(&intro.settings, provider, key, token.expose())),
+            Begin::Start => Some(call::request(
+                &intro.settings,
+                provider,
+                key,
+                token.expose(),
+            )),
             Begin::Join => None,
         };
         let deadline_ms = now_ms + intro.settings.timeout_ms + WAIT_GRACE_MS;
@@ -77,7 +86,11 @@ impl Gate {
             Ok(()) => Handled::Parked(call),
             // Checked above; kept total all the same.
             Err(w) => {
-                if let Some(i) = self.introspectors.get_mut(provider).and_then(Option::as_mut) {
+                if let Some(i) = self
+                    .introspectors
+                    .get_mut(provider)
+                    .and_then(Option::as_mut)
+                {
                     i.drop_flight(key);
                 }
                 let d = unavailable(d, "too many requests waiting", 1);
@@ -88,7 +101,11 @@ impl Gate {
 
     /// The host accepted the call: its answer will name `call_id`.
     pub fn introspection_dispatched(&mut self, provider: usize, key: TokenKey, call_id: u32) {
-        if let Some(i) = self.introspectors.get_mut(provider).and_then(Option::as_mut) {
+        if let Some(i) = self
+            .introspectors
+            .get_mut(provider)
+            .and_then(Option::as_mut)
+        {
             i.dispatched(key, call_id);
         }
     }
@@ -100,7 +117,11 @@ impl Gate {
         key: TokenKey,
         now_ms: u64,
     ) -> Vec<Action> {
-        if let Some(i) = self.introspectors.get_mut(provider).and_then(Option::as_mut) {
+        if let Some(i) = self
+            .introspectors
+            .get_mut(provider)
+            .and_then(Option::as_mut)
+        {
             i.failed(key, now_ms);
         }
         let mut out = vec![Action::Introspected {

@@ -9,3 +9,6 @@ pub mod waiting_room;
 
 #[cfg(test)]
 mod races;
+
+#[cfg(test)]
+mod introspection_races;

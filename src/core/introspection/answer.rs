@@ -157,11 +157,12 @@ mod tests {
     #[test]
     fn deep_nesting_is_not_json_and_does_not_overflow() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert_eq!(
-            read(Some(200), 10, deep.as_bytes()),
-            Err(Failure::TooLarge)
+        assert_eq!(read(Some(200), 10, deep.as_bytes()), Err(Failure::TooLarge));
+        let deep = format!(
+            "{{\"active\":true,\"x\":{}{}}}",
+            "[".repeat(5000),
+            "]".repeat(5000)
         );
-        let deep = format!("{{\"active\":true,\"x\":{}{}}}", "[".repeat(5000), "]".repeat(5000));
         assert_eq!(
             read(Some(200), deep.len(), deep.as_bytes()),
             Err(Failure::NotJson)

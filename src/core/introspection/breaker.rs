@@ -5,9 +5,13 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Closed,
-    Open { until_ms: u64 },
+    Open {
+        until_ms: u64,
+    },
     /// The cool-down is over; `probing` while the one test call is in flight.
-    HalfOpen { probing: bool },
+    HalfOpen {
+        probing: bool,
+    },
 }
 
 #[derive(Debug, Clone)]

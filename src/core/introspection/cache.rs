@@ -131,7 +131,10 @@ mod tests {
         assert!(c.get(TokenKey(1), 150).is_some());
         assert!(c.get(TokenKey(3), 100).is_none(), "expired at its deadline");
         c.insert(TokenKey(4), Answer::Inactive, 5, 5);
-        assert!(c.get(TokenKey(4), 0).is_none(), "a deadline already past is not kept");
+        assert!(
+            c.get(TokenKey(4), 0).is_none(),
+            "a deadline already past is not kept"
+        );
         for i in 0..1000 {
             c.insert(TokenKey(9), Answer::Inactive, 100 + i, 0);
         }
@@ -164,7 +167,10 @@ mod tests {
         assert_eq!(until_ms(&s, &Answer::Inactive, now), now + 10_000);
         assert_eq!(until_ms(&s, &active(json!({})), now), now + 60_000);
         assert_eq!(until_ms(&s, &active(json!({"exp": 1010})), now), 1_010_000);
-        assert_eq!(until_ms(&s, &active(json!({"exp": 5000})), now), now + 60_000);
+        assert_eq!(
+            until_ms(&s, &active(json!({"exp": 5000})), now),
+            now + 60_000
+        );
         assert_eq!(until_ms(&s, &active(json!({"exp": -1})), now), now);
     }
 }

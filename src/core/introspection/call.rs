@@ -31,7 +31,10 @@ pub fn is_opaque(token: &str) -> bool {
 /// never reaches the authorization server.
 pub fn check_opaque(token: &str) -> Result<(), Denial> {
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(Denial::new(Reason::TokenTooLarge, "token longer than 8 KiB"));
+        return Err(Denial::new(
+            Reason::TokenTooLarge,
+            "token longer than 8 KiB",
+        ));
     }
     let body = token.trim_end_matches('=');
     let ok = !body.is_empty()
@@ -61,7 +64,10 @@ pub fn request(s: &Introspection, provider: usize, key: TokenKey, token: &str) -
             (":method", "POST".to_owned()),
             (":path", s.path.clone()),
             (":authority", s.authority.clone()),
-            ("content-type", "application/x-www-form-urlencoded".to_owned()),
+            (
+                "content-type",
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
             ("accept", "application/json".to_owned()),
         ],
         authorization: s.authorization.clone(),
@@ -131,16 +137,23 @@ mod tests {
             breaker_cool_down_s: 10,
         };
         let r = request(&s, 1, TokenKey(7), "a+b/c=");
-        assert_eq!(r.body.expose(), "token=a%2Bb%2Fc%3D&token_type_hint=access_token");
+        assert_eq!(
+            r.body.expose(),
+            "token=a%2Bb%2Fc%3D&token_type_hint=access_token"
+        );
         assert_eq!(r.cluster, "okta");
         assert_eq!(r.timeout_ms, 1500);
-        assert!(r.headers.contains(&(":path", "/oauth2/v1/introspect".into())));
+        assert!(r
+            .headers
+            .contains(&(":path", "/oauth2/v1/introspect".into())));
         assert!(r
             .headers
             .contains(&("content-type", "application/x-www-form-urlencoded".into())));
         use base64::Engine;
         let b64 = r.authorization.expose().strip_prefix("Basic ").unwrap();
-        let pair = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let pair = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
         assert_eq!(pair, b"0oa+id:s3cr%3At%26%3D%2B");
         let printed = format!("{r:?}");
         assert!(!printed.contains("a%2Bb") && !printed.contains("Basic"));

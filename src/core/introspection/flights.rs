@@ -273,7 +273,10 @@ mod tests {
         assert_eq!(i.orphans().count(), 0);
         assert_eq!(i.owner_gone(7), vec![TokenKey(1)]);
         assert!(!i.owns_call(11), "its answer will never come here");
-        let orphans: Vec<_> = i.orphans().map(|(k, t)| (k, t.expose().to_owned())).collect();
+        let orphans: Vec<_> = i
+            .orphans()
+            .map(|(k, t)| (k, t.expose().to_owned()))
+            .collect();
         assert_eq!(orphans, vec![(TokenKey(1), "tok".to_owned())]);
         assert_eq!(i.begin(TokenKey(1), "tok", Some(8), 0), Ok(Begin::Join));
         i.dispatched(TokenKey(1), 12);
