@@ -24,7 +24,8 @@ pub fn takes_opaque_path(env: &Env<'_>, rule: &Rule, token: &str) -> bool {
         && rule
             .providers
             .iter()
-            .any(|&p| env.config.providers[p].introspection.is_some())
+            .filter_map(|&p| env.config.providers.get(p))
+            .any(|p| p.introspection.is_some())
         && call::is_opaque(token)
 }
 
@@ -38,18 +39,17 @@ pub fn opaque<'c, 'r>(
     d: &mut Decision,
 ) -> Result<Identity<'c, 'r>, Halt> {
     let cfg = env.config;
-    let chosen = rule.providers.iter().copied().find(|&p| {
-        let prov = &cfg.providers[p];
-        prov.introspection.is_some() && reads(prov, source)
+    let chosen = rule.providers.iter().find_map(|&i| {
+        let prov = cfg.providers.get(i)?;
+        (prov.introspection.is_some() && reads(prov, source)).then_some((i, prov))
     });
     let chosen = chosen.ok_or(Denial::new(
         Reason::Malformed,
         "not a JWT, and no provider of this rule introspects tokens from this source",
     ));
-    let provider = d.step("provider", chosen)?;
+    let (provider, p) = d.step("provider", chosen)?;
     d.provider = Some(provider);
     d.step("opaque_token", call::check_opaque(&token))?;
-    let p = &cfg.providers[provider];
     let claims = match lookup(env, provider, &token, d)? {
         Answer::Active(claims) => claims,
         Answer::Inactive => return Err(inactive(d)),
@@ -68,10 +68,11 @@ pub fn opaque<'c, 'r>(
 
 /// Stage, with `tokens: "all"`: a JWT that passed its local checks must still be active.
 pub fn still_active(env: &Env<'_>, id: &Identity<'_, '_>, d: &mut Decision) -> Result<(), Halt> {
-    let p = &env.config.providers[id.provider];
-    let all = p
-        .introspection
-        .as_ref()
+    let all = env
+        .config
+        .providers
+        .get(id.provider)
+        .and_then(|p| p.introspection.as_ref())
         .is_some_and(|s| s.tokens == Tokens::All);
     if !all || id.verification == Verification::Introspected {
         return Ok(());

@@ -158,8 +158,10 @@ impl Gate {
             return Vec::new();
         };
         let result = answer::read(status, body_size, body);
-        let Some(key) = self.introspectors[provider]
-            .as_mut()
+        let Some(key) = self
+            .introspectors
+            .get_mut(provider)
+            .and_then(Option::as_mut)
             .and_then(|i| i.answered(call_id, &result, now_ms))
         else {
             return Vec::new();
