@@ -11,6 +11,7 @@ use crate::core::gate::action::Action;
 use crate::core::keys::lifecycle::{FetchOutcome, FetchRequest};
 
 use super::apply::{self, Applied};
+use super::introspection;
 use super::plugin::Plugin;
 use super::root::now_ms;
 
@@ -71,6 +72,23 @@ fn run_one(plugin: &Plugin, action: Action) -> Vec<Action> {
                 plugin
                     .metrics
                     .key_set(g.provider, g.keys, g.age_s, g.stale_in_s);
+            }
+        }
+        Action::Introspect(call) => return introspection::send(plugin, &call),
+        Action::Introspected { provider, class } => {
+            plugin.metrics.introspection_call(provider, class);
+            if !matches!(class, "active" | "inactive") {
+                log::warn!(
+                    "introspection call failed provider={} class={class}",
+                    plugin.provider_name(Some(provider))
+                );
+            }
+        }
+        Action::IntrospectionGauges(gauges) => {
+            for g in gauges {
+                plugin
+                    .metrics
+                    .introspection_gauges(g.provider, g.in_flight, g.cached, g.breaker);
             }
         }
         Action::BucketGauges(gauges) => {

@@ -25,6 +25,9 @@ fn set_header(name: &str, value: Option<&str>) {
 /// only hands over decisions that allow or deny.
 pub fn apply(plugin: &Plugin, context_id: u32, d: &Decision, req: &SavedRequest) -> Applied {
     plugin.metrics.token_cache(d.cache_hit);
+    plugin
+        .metrics
+        .introspection_cache(d.provider, d.introspection_hit);
     // Here rather than in the stream's callback, so parked requests are counted too.
     if let Some(effect) = abuse::failure_effect(&plugin.config, d) {
         plugin.metrics.failure(effect);
@@ -52,7 +55,7 @@ pub fn apply(plugin: &Plugin, context_id: u32, d: &Decision, req: &SavedRequest)
             }
             Applied::Continue
         }
-        Outcome::Deny { .. } | Outcome::Wait { .. } => {
+        Outcome::Deny { .. } | Outcome::Wait { .. } | Outcome::Introspect { .. } => {
             deny(plugin, d, req);
             Applied::Responded
         }

@@ -13,8 +13,10 @@ use crate::core::denial::Reason;
 use crate::core::gate::state::Handled;
 use crate::core::request::view as request;
 
+use super::actions;
 use super::apply::{self, Applied};
 use super::host::{self, HostError};
+use super::introspection;
 use super::plugin::Plugin;
 use super::root::now_us;
 
@@ -91,6 +93,26 @@ fn client_cert() -> Result<Option<String>, HostError> {
 }
 
 impl Context for Http {
+    /// The answer to an introspection call this stream sent: this stream is answered now,
+    /// the others waiting for the same token on the next tick.
+    fn on_http_call_response(
+        &mut self,
+        call_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let todo = introspection::answered(&self.plugin, call_id, num_headers, body_size);
+        let (mine, others): (Vec<_>, Vec<_>) = todo.into_iter().partition(|a| match a {
+            crate::core::gate::action::Action::Answer { context, .. } => {
+                *context == self.context_id
+            }
+            _ => true,
+        });
+        self.plugin.deferred.borrow_mut().extend(others);
+        actions::run(&self.plugin, mine);
+    }
+
     fn on_done(&mut self) -> bool {
         self.plugin
             .rate_headers
@@ -132,7 +154,13 @@ impl HttpContext for Http {
             self.plugin.metrics.decision_time(spent);
         }
         match handled {
-            Handled::Parked => Action::Pause,
+            Handled::Parked(None) => Action::Pause,
+            Handled::Parked(Some(call)) => {
+                // A refused call answers this stream (503) at once, through the actions.
+                let todo = introspection::send(&self.plugin, &call);
+                actions::run(&self.plugin, todo);
+                Action::Pause
+            }
             Handled::Decided(d, req) => {
                 match apply::apply(&self.plugin, self.context_id, &d, &req) {
                     Applied::Continue => Action::Continue,

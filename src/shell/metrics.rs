@@ -30,6 +30,32 @@ const FETCH_CLASSES: [&str; 6] = [
     "not_dispatched",
 ];
 
+/// The classes of an introspection call's end (`gate::introspecting`).
+const INTROSPECTION_CLASSES: [&str; 11] = [
+    "active",
+    "inactive",
+    "transport",
+    "status_4xx",
+    "status_5xx",
+    "status_other",
+    "too_large",
+    "not_json",
+    "no_active",
+    "not_dispatched",
+    "timed_out",
+];
+
+/// Stats of one provider's introspection.
+struct IntrospectionStats {
+    /// Call ends by class, in the order of `INTROSPECTION_CLASSES`.
+    calls: Vec<Option<u32>>,
+    cache_hit: Option<u32>,
+    cache_miss: Option<u32>,
+    in_flight: Option<u32>,
+    cached: Option<u32>,
+    breaker: Option<u32>,
+}
+
 /// Stats of one rule's rate limits.
 struct RuleStats {
     admitted: Option<u32>,
@@ -50,6 +76,8 @@ pub struct Metrics {
     failures_throttled: Option<u32>,
     denied: Vec<(Reason, Option<u32>)>,
     providers: Vec<ProviderStats>,
+    /// Per provider, when it introspects.
+    introspection: Vec<Option<IntrospectionStats>>,
 }
 
 fn define(kind: MetricType, name: &str) -> Option<u32> {
@@ -71,7 +99,11 @@ fn record(id: Option<u32>, value: u64) {
 
 impl Metrics {
     /// `limits_per_rule[i]`: how many rate limits rule `i` has.
-    pub fn define(provider_names: &[&str], limits_per_rule: &[usize]) -> Metrics {
+    pub fn define(
+        provider_names: &[&str],
+        introspecting: &[bool],
+        limits_per_rule: &[usize],
+    ) -> Metrics {
         let counter = |name: String| define(MetricType::Counter, &name);
         let gauge = |name: String| define(MetricType::Gauge, &name);
         Metrics {
@@ -115,6 +147,52 @@ impl Metrics {
                         .collect(),
                 })
                 .collect(),
+            introspection: provider_names
+                .iter()
+                .zip(introspecting)
+                .map(|(p, on)| {
+                    on.then(|| IntrospectionStats {
+                        calls: INTROSPECTION_CLASSES
+                            .iter()
+                            .map(|c| counter(format!("okta_jwt_introspection_calls_{c}_{p}")))
+                            .collect(),
+                        cache_hit: counter(format!("okta_jwt_introspection_cache_hit_{p}")),
+                        cache_miss: counter(format!("okta_jwt_introspection_cache_miss_{p}")),
+                        in_flight: gauge(format!("okta_jwt_introspection_in_flight_{p}")),
+                        cached: gauge(format!("okta_jwt_introspection_cached_{p}")),
+                        breaker: gauge(format!("okta_jwt_introspection_breaker_{p}")),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn introspection_of(&self, provider: usize) -> Option<&IntrospectionStats> {
+        self.introspection.get(provider).and_then(Option::as_ref)
+    }
+
+    pub fn introspection_call(&self, provider: usize, class: &str) {
+        let id = self.introspection_of(provider).and_then(|s| {
+            let i = INTROSPECTION_CLASSES.iter().position(|c| *c == class)?;
+            s.calls.get(i).copied().flatten()
+        });
+        bump(id);
+    }
+
+    pub fn introspection_cache(&self, provider: Option<usize>, hit: Option<bool>) {
+        let (Some(p), Some(hit)) = (provider, hit) else {
+            return;
+        };
+        if let Some(s) = self.introspection_of(p) {
+            bump(if hit { s.cache_hit } else { s.cache_miss });
+        }
+    }
+
+    pub fn introspection_gauges(&self, provider: usize, in_flight: u64, cached: u64, breaker: u64) {
+        if let Some(s) = self.introspection_of(provider) {
+            record(s.in_flight, in_flight);
+            record(s.cached, cached);
+            record(s.breaker, breaker);
         }
     }
 

@@ -5,6 +5,7 @@ mod apply;
 mod host;
 mod host_verify;
 mod http;
+mod introspection;
 mod metrics;
 mod plugin;
 mod root;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::core::config::model::Config;
+use crate::core::gate::action::Action;
 use crate::core::gate::state::Gate;
 use crate::core::ratelimit::bucket::LimitState;
 
@@ -20,6 +21,10 @@ pub struct Plugin {
     pub metrics: Metrics,
     /// `RateLimit-*` values to add to a stream's response, by HTTP context id.
     pub rate_headers: RefCell<HashMap<u32, LimitState>>,
+    /// Answers for other streams that an introspection response brought to one stream: run
+    /// on the next tick, from the root context, rather than re-entering Envoy's filter
+    /// chain from inside that stream's callback.
+    pub deferred: RefCell<Vec<Action>>,
 }
 
 impl Plugin {

@@ -25,6 +25,7 @@ use super::actions;
 use super::host;
 use super::host_verify::{self, HostVerifier};
 use super::http::Http;
+use super::introspection;
 use super::metrics::Metrics;
 use super::plugin::Plugin;
 use super::shared_data::HostStore;
@@ -70,7 +71,12 @@ impl Root {
         let verifier = choose_verifier(config.signature_backend)?;
         let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
         let limits: Vec<usize> = config.rules.iter().map(|r| r.rate_limits.len()).collect();
-        let metrics = Metrics::define(&names, &limits);
+        let introspecting: Vec<bool> = config
+            .providers
+            .iter()
+            .map(|p| p.introspection.is_some())
+            .collect();
+        let metrics = Metrics::define(&names, &introspecting, &limits);
         for (index, rule) in config.rules.iter().enumerate() {
             // Created up front (the main thread configures first) so every later bucket
             // update is a real compare-and-swap.
@@ -124,6 +130,7 @@ impl Root {
             config,
             metrics,
             rate_headers: RefCell::new(HashMap::new()),
+            deferred: RefCell::new(Vec::new()),
         }));
         Ok(())
     }
@@ -163,6 +170,11 @@ impl Context for Root {
         let Some(plugin) = self.plugin.clone() else {
             return;
         };
+        if plugin.gate.borrow().is_introspection_call(token_id) {
+            let todo = introspection::answered(&plugin, token_id, _headers, body_size);
+            actions::run(&plugin, todo);
+            return;
+        }
         let header = |name: &str| {
             host::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
                 .ok()
@@ -208,6 +220,8 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(plugin) = self.plugin.clone() {
+            let deferred = std::mem::take(&mut *plugin.deferred.borrow_mut());
+            actions::run(&plugin, deferred);
             let todo = plugin.gate.borrow_mut().on_tick(now_ms());
             actions::run(&plugin, todo);
         }

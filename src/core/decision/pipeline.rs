@@ -155,7 +155,11 @@ fn apply_rule<'c>(
         Auth::Required | Auth::Optional => authenticate(env, rule, req, d)?,
     };
     if let Some(id) = &identity {
-        d.cache_hit = Some(id.verification == Verification::Cached);
+        d.cache_hit = match id.verification {
+            Verification::Cached => Some(true),
+            Verification::Signature => Some(false),
+            Verification::Introspected => None,
+        };
         d.sub = id.sub().map(str::to_owned);
         d.cid = id.client_id().map(str::to_owned);
         log_claims(cfg, &id.claims, d);

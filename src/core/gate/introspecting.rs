@@ -193,6 +193,8 @@ impl Gate {
         }
         for w in waiters {
             let mut d = self.decide(now_ms, &w.request);
+            // It waited: a miss, whatever the second decision read.
+            d.introspection_hit = Some(false);
             if matches!(d.outcome, Outcome::Introspect { .. }) {
                 let detail = match failed {
                     true => "the introspection call failed",
