@@ -249,6 +249,10 @@ FRAGMENT_WRAPPERS: dict[str, Callable[[dict], dict]] = {
 }
 
 
+INTROSPECTION = {"uri": "https://x/introspect", "cluster": "okta_idp", "client_id": "a",
+                 "client_secret": "b"}
+
+
 def minimal_provider() -> dict:
     return {"issuer": "https://dev-123456.okta.com/oauth2/default",
             "audiences": ["api://default"],
@@ -532,8 +536,28 @@ VARIATIONS: list[tuple[list, Any, Any]] = [
     (P + ["dpop_origin"], "https://user@api.example", False),
     (P + ["mtls_binding"], "required", True), (P + ["mtls_binding"], "optional", False),
     (P + ["mtls_binding"], True, False),
-    (P + ["introspection"], {"uri": "https://x/introspect", "cluster": "okta_idp",
-                             "client_id": "a", "client_secret": "b"}, False),
+    (P + ["introspection"], INTROSPECTION, True),
+    (P + ["introspection"], {**INTROSPECTION, "client_secret": {"env": "HOME"}}, True),
+    (P + ["introspection"], {**INTROSPECTION, "client_secret": {"env": "HOME", "x": 1}}, False),
+    (P + ["introspection"], {**INTROSPECTION, "client_secret": ""}, False),
+    (P + ["introspection"], {**INTROSPECTION, "client_secret": 7}, False),
+    (P + ["introspection"], {**INTROSPECTION, "client_id": ""}, False),
+    (P + ["introspection"], {**INTROSPECTION, "uri": "ftp://x/introspect"}, False),
+    (P + ["introspection"], {**INTROSPECTION, "tokens": "all"}, True),
+    (P + ["introspection"], {**INTROSPECTION, "tokens": "jwt"}, False),
+    (P + ["introspection"], {**INTROSPECTION, "timeout_ms": 0}, False),
+    (P + ["introspection"], {**INTROSPECTION, "timeout_ms": 60000}, True),
+    (P + ["introspection"], {**INTROSPECTION, "cache_s": 0}, True),
+    (P + ["introspection"], {**INTROSPECTION, "cache_s": 86401}, False),
+    (P + ["introspection"], {**INTROSPECTION, "negative_cache_s": 3601}, False),
+    (P + ["introspection"], {**INTROSPECTION, "max_entries": 0}, False),
+    (P + ["introspection"], {**INTROSPECTION, "max_in_flight": 10001}, False),
+    (P + ["introspection"], {**INTROSPECTION, "require_exp": False}, True),
+    (P + ["introspection"], {**INTROSPECTION, "breaker": {"failures": 0}}, False),
+    (P + ["introspection"], {**INTROSPECTION, "breaker": {"cool_down_s": 30}}, True),
+    (P + ["introspection"], {**INTROSPECTION, "breaker": {"open_s": 30}}, False),
+    (P + ["introspection"], {**INTROSPECTION, "extra": 1}, False),
+    (P + ["introspection"], {k: v for k, v in INTROSPECTION.items() if k != "cluster"}, False),
     # provider names
     (["providers", "a" * 64], minimal_provider(), True),
     (["providers", "a" * 65], minimal_provider(), False),
