@@ -1,8 +1,9 @@
 """Envoy stats_tags for the filter's stats (issue 12): with the tag specifiers of
 deploy/observability/envoy-stats-tags.yml, which the test bootstrap (envoy/envoy.yaml.tmpl)
 carries, a real Envoy's /stats/prometheus shows one metric per stat family with the reason,
-provider, rule, limit and fetch outcome class as labels (`okta_jwt_denied{reason="expired"}`)
-instead of one metric name per value (`okta_jwt_denied_expired`). The same list is in
+provider, rule, limit and fetch or introspection outcome class as labels
+(`okta_jwt_denied{reason="expired"}`, `okta_jwt_introspection_calls{class="active",provider=
+"org"}`) instead of one metric name per value (`okta_jwt_denied_expired`). The same list is in
 envoy/production.yaml and in the Istio and Envoy Gateway guides.
 """
 
@@ -22,7 +23,7 @@ import harness
 from assertions import assert_allowed, assert_denied, assert_invalid_token, assert_no_token
 from envoy_client import EnvoyClient
 from filter_config import filter_config
-from idp_client import IdpClient
+from idp_client import DEMO_CLIENT, ORG, IdpClient
 from test_schema import markdown_blocks
 
 REPO = harness.REPO
@@ -76,6 +77,16 @@ def sample(families: dict[str, Family], name: str, **labels: str) -> float:
 
 def scrape(envoy: EnvoyClient) -> dict[str, Family]:
     return okta_families(envoy.prometheus())
+
+
+def introspecting_provider(idp_url: str) -> dict:
+    """A provider for the mock IdP's org authorization server (Okta's `https://{org}.okta.com`:
+    opaque tokens, issuer and audience the IdP's URL), introspected through the stack's
+    `okta_idp` cluster, with no key set. Requests carry the demo client's credentials."""
+    return {"issuer": idp_url, "audiences": [idp_url],
+            "introspection": {"uri": IdpClient(idp_url).introspection_uri(ORG),
+                              "cluster": "okta_idp", "client_id": DEMO_CLIENT[0],
+                              "client_secret": DEMO_CLIENT[1], "timeout_ms": 3000}}
 
 
 # --- where the tags are written down -----------------------------------------------------------
@@ -134,6 +145,53 @@ def test_the_snippet_is_well_formed():
         # Anchored to the Wasm namespace, so Envoy only tries them on the filter's stats.
         assert t["regex"].startswith(r"^wasmcustom\."), t
         assert rx.groups >= 2, f"{t['tag_name']}: a part to cut and the value inside it"
+
+
+METRICS_RS = REPO / "src" / "shell" / "metrics.rs"
+
+
+def envoy_tag_extraction(name: str) -> tuple[str, dict[str, str]]:
+    """What Envoy does with the tags: every regex is matched against the full name, the first
+    group of each match is cut out and the second becomes the tag's value."""
+    cuts, tags = [], {}
+    for t in snippet_tags():
+        m = re.match(t["regex"], name)
+        if m:
+            cuts.append(m.span(1))
+            tags[t["tag_name"]] = m.group(2)
+    kept = "".join(c for i, c in enumerate(name) if not any(a <= i < b for a, b in cuts))
+    return kept, tags
+
+
+def metrics_rs_classes(const: str) -> list[str]:
+    body = re.search(rf"const {const}: \[&str; \d+\] = \[(.*?)\];", METRICS_RS.read_text(), re.S)
+    assert body, f"{const} not found in metrics.rs"
+    return re.findall(r'"([a-z0-9_]+)"', body.group(1))
+
+
+@pytest.mark.parametrize("provider", ["okta", "okta-eu", "org_2", "active", "cached_x"])
+def test_every_per_provider_stat_loses_its_values(provider):
+    """Each per-provider name metrics.rs defines (`..._{p}`), for every class it lists (`{c}`),
+    becomes its family with exactly the provider (and class) tags, also for provider names
+    that look like a class or a stat."""
+    classes = {"okta_jwt_jwks_fetch_outcome_": metrics_rs_classes("FETCH_CLASSES"),
+               "okta_jwt_introspection_calls_": metrics_rs_classes("INTROSPECTION_CLASSES")}
+    templates = [n for n in re.findall(r'"(okta_jwt_[^"]*)"', METRICS_RS.read_text())
+                 if n.endswith("_{p}")]
+    assert any(n.startswith("okta_jwt_introspection_") for n in templates), templates
+    checked = 0
+    for template in templates:
+        family = template.removesuffix("_{p}")
+        values = [(None, family)]
+        if family.endswith("_{c}"):
+            family = family.removesuffix("_{c}")
+            values = [(c, f"{family}_{c}") for c in classes[family + "_"]]
+        for c, stem in values:
+            kept, found = envoy_tag_extraction(f"wasmcustom.{stem}_{provider}")
+            expected = {"provider": provider, **({"class": c} if c else {})}
+            assert (kept, found) == (f"wasmcustom.{family}", expected), stem
+            checked += 1
+    assert checked >= 6 + 6 + 5 + 11, checked
 
 
 def test_the_same_tags_are_in_every_bootstrap_and_guide():
@@ -243,24 +301,37 @@ def test_the_histogram_has_only_bucket_labels(envoy, idp):
 
 @pytest.mark.local_only
 def test_tags_hold_for_any_provider_name_and_rule_index(tmp_path):
-    """Provider names may have `-` and `_` ([A-Za-z0-9_-]); rule indexes more than one digit."""
+    """Provider names may have `-` and `_` ([A-Za-z0-9_-]); rule indexes more than one digit;
+    a provider that introspects gets its calls by class, cache and gauges as labels too."""
     fillers = [{"match": {"prefix": f"/filler{i}"}, "auth": "none"} for i in range(10)]
     limited = {"match": {"prefix": "/limited"}, "providers": ["okta-us", "okta_eu_2"],
                "rate_limits": [{"key": "claim:sub", "requests": 1, "per_s": 3600},
                                {"key": "route", "requests": 1000, "per_s": 3600}]}
-    stack = harness.start_stack(tmp_path, filter_config=filter_config(
-        {"okta-us": {}, "okta_eu_2": {"server": "second"}}, [*fillers, limited]))
+    opaque = {"match": {"prefix": "/opaque"}, "providers": ["org-intro_1"]}
+    base = filter_config({"okta-us": {}, "okta_eu_2": {"server": "second"}},
+                         [*fillers, limited, opaque])
+
+    def config(variables: dict[str, str]) -> dict:
+        c = base(variables)
+        c["providers"]["org-intro_1"] = introspecting_provider(variables["IDP_URL"])
+        return c
+
+    stack = harness.start_stack(tmp_path, filter_config=config)
     try:
         envoy, idp = EnvoyClient(stack.envoy_url, stack.admin_url), IdpClient(stack.idp_url)
+        check_introspection_labels(envoy, idp, "org-intro_1")
         assert_allowed(envoy.get("/limited", idp.mint({"sub": "a"})))
         assert_denied(envoy.get("/limited", idp.mint({"sub": "a"})), 429)
         assert_allowed(envoy.get("/limited", idp.mint({"sub": "b"}, server="second")))
         families = harness.wait_until(
             lambda: (f := scrape(envoy))
-            and all(s.value >= 1 for s in f["okta_jwt_jwks_keys"].samples) and f,
+            and all(s.value >= 1 for s in f["okta_jwt_jwks_keys"].samples
+                    if s.labels["provider"] != "org-intro_1") and f,
             WAIT_S, "both providers' key gauges")
-        assert families["okta_jwt_jwks_keys"].label_values("provider") == {"okta-us",
-                                                                            "okta_eu_2"}
+        # Every provider has key stats; the one without a key set keeps them at 0.
+        assert families["okta_jwt_jwks_keys"].label_values("provider") == {
+            "okta-us", "okta_eu_2", "org-intro_1"}
+        assert sample(families, "okta_jwt_jwks_keys", provider="org-intro_1") == 0
         for provider in ("okta-us", "okta_eu_2"):
             assert sample(families, "okta_jwt_jwks_fetch_success", provider=provider) >= 1
             assert sample(families, "okta_jwt_jwks_age_s", provider=provider) >= 0
@@ -270,3 +341,42 @@ def test_tags_hold_for_any_provider_name_and_rule_index(tmp_path):
         assert families["okta_jwt_ratelimit_buckets"].label_values("rule") == {"10"}
     finally:
         stack.stop()
+
+
+def check_introspection_labels(envoy: EnvoyClient, idp: IdpClient, provider: str) -> None:
+    """Three requests with one opaque token (answers: a call, or the worker's cache) and one
+    whose call fails (500), counted under the provider and class labels."""
+    token = idp.mint_opaque()
+    for _ in range(3):
+        assert_allowed(envoy.get("/opaque", token))
+    idp.introspect_fault("500", server=ORG)
+    try:
+        assert_denied(envoy.get("/opaque", idp.mint_opaque()), 503)
+    finally:
+        idp.introspect_fault("none", server=ORG)
+    families = scrape(envoy)
+    calls = families.get("okta_jwt_introspection_calls")
+    assert calls is not None, sorted(families)
+    assert calls.label_names == {"class", "provider"}, calls.samples[:3]
+    assert calls.label_values("provider") == {provider}
+    assert len(calls.label_values("class")) == 11, calls.label_values("class")
+
+    def n(name: str, **labels: str) -> float:
+        return sample(families, name, provider=provider, **labels)
+
+    active = n("okta_jwt_introspection_calls", **{"class": "active"})
+    # The cache is per worker: each of the three was a hit, or a miss that made one call.
+    hits = n("okta_jwt_introspection_cache_hit")
+    assert 1 <= active <= 3 and hits == 3 - active, (active, hits)
+    assert n("okta_jwt_introspection_calls", **{"class": "status_5xx"}) == 1
+    assert n("okta_jwt_introspection_calls", **{"class": "inactive"}) == 0
+    assert n("okta_jwt_introspection_cache_miss") >= active
+    assert sample(families, "okta_jwt_denied", reason="introspection_unavailable") == 1
+    for gauge in ("in_flight", "cached", "breaker"):
+        family = families[f"okta_jwt_introspection_{gauge}"]
+        assert family.type == "gauge" and family.label_names == {"provider"}, family.samples
+    assert n("okta_jwt_introspection_breaker") == 0  # one failure: closed
+    # In an untagged name, Envoy's Prometheus output would turn the provider's `-` into `_`.
+    assert not any(name.startswith("okta_jwt_introspection")
+                   and name.endswith(provider.replace("-", "_")) for name in families), \
+        sorted(families)
