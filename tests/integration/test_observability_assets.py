@@ -7,12 +7,13 @@
   with the labels they use, and the label values they name (reasons, fetch outcome classes)
   exist. What "defined" means is read two ways, which must agree: from the source
   (src/shell/metrics.rs names the stats, src/core/denial.rs the reasons) and from a real Envoy
-  (the session stack's /stats and /stats/prometheus, with the stats_tags of
+  (this module's stack: envoy/filter.json.tmpl plus a provider that introspects, so that the
+  introspection stats exist too; its /stats and /stats/prometheus, with the stats_tags of
   envoy-stats-tags.yml).
-- A real Prometheus scrapes the session's Envoy with the rules loaded: every dashboard query
-  runs on what it scraped (and the ones that plot traffic have data), every rule evaluates
-  without error, and the alerts for the stack's `broken` provider (whose key URI answers 404)
-  fire, naming that provider and no other.
+- A real Prometheus scrapes that Envoy with the rules loaded: every dashboard query runs on
+  what it scraped (and the ones that plot traffic have data), every rule evaluates without
+  error, and the alerts for the stack's `broken` provider (whose key URI answers 404) fire,
+  naming that provider and no other, as does the alert for failed introspection calls.
 - The runbook links of the alerts lead to sections of docs/troubleshooting.md, which has one
   section per reason code.
 
@@ -36,9 +37,13 @@ import yaml
 import harness
 from envoy_client import EnvoyClient
 from test_schema import assert_accepted_by_both, okta_jwt  # noqa: F401 (fixture)
-from test_stats_tags import Family, okta_families
+from idp_client import ORG, IdpClient
+from test_stats_tags import Family, introspecting_provider, okta_families
 
 REPO = harness.REPO
+# The stack's provider that introspects (the mock IdP's org server), and its route.
+INTROSPECTING = "org"
+OPAQUE_PATH = "/opaque"
 ASSETS = REPO / "deploy" / "observability"
 DASHBOARD = ASSETS / "okta-jwt-dashboard.json"
 RULES = ASSETS / "prometheus-rules.yml"
@@ -139,8 +144,52 @@ def template_regex(template: str) -> re.Pattern:
 
 
 @pytest.fixture(scope="module")
-def envoy_stats(envoy: EnvoyClient) -> tuple[set[str], dict[str, Family]]:
-    """(raw stat names, Prometheus families) of the filter in the session stack's Envoy."""
+def stack(tmp_path_factory):
+    """This module's stack: the session stack's configuration (envoy/filter.json.tmpl) plus a
+    provider that introspects on /opaque, so that every stat metrics.rs defines exists."""
+    if harness.external_urls() is not None:
+        pytest.skip("needs a stack of its own with an introspecting provider")
+
+    def config(variables: dict[str, str]) -> dict:
+        c = harness.render.load_filter_config(variables)
+        assert INTROSPECTING not in c["providers"]
+        c["providers"][INTROSPECTING] = introspecting_provider(variables["IDP_URL"])
+        c["rules"].append({"match": {"prefix": OPAQUE_PATH}, "providers": [INTROSPECTING]})
+        return c
+
+    s = harness.start_stack(tmp_path_factory.mktemp("observability"), filter_config=config)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def envoy(stack) -> EnvoyClient:
+    return EnvoyClient(stack.envoy_url, stack.admin_url)
+
+
+@pytest.fixture(scope="module")
+def idp(stack) -> IdpClient:
+    return IdpClient(stack.idp_url)
+
+
+def failed_introspection(envoy: EnvoyClient, idp: IdpClient) -> None:
+    """One request whose introspection call gets a 500: 503 introspection_unavailable."""
+    idp.introspect_fault("500", server=ORG)
+    try:
+        reply = envoy.get(OPAQUE_PATH, idp.mint_opaque())
+    finally:
+        idp.introspect_fault("none", server=ORG)
+    assert reply.status == 503, reply
+
+
+@pytest.fixture(scope="module")
+def envoy_stats(envoy: EnvoyClient, idp: IdpClient) -> tuple[set[str], dict[str, Family]]:
+    """(raw stat names, Prometheus families) of the filter in this module's Envoy, after an
+    opaque token was introspected (active) and a call failed."""
+    assert envoy.get(OPAQUE_PATH, idp.mint_opaque()).status == 200
+    failed_introspection(envoy, idp)
     r = envoy.http.get(f"{envoy.admin_url}/stats", params={"filter": "okta_jwt_"},
                        timeout=envoy.timeout)
     r.raise_for_status()
@@ -148,6 +197,9 @@ def envoy_stats(envoy: EnvoyClient) -> tuple[set[str], dict[str, Family]]:
     raw = {n.removeprefix("wasmcustom.") for n in raw if "wasmcustom." in n}
     families = okta_families(envoy.prometheus())
     assert raw and families
+    calls = {s.labels["class"]: s.value for s in families["okta_jwt_introspection_calls"].samples
+             if s.labels["provider"] == INTROSPECTING}
+    assert calls["active"] >= 1 and calls["status_5xx"] >= 1, calls
     return raw, families
 
 
@@ -181,7 +233,9 @@ def test_the_dashboard_has_the_panels_the_issue_asks_for():
                    "okta_jwt_ratelimit_limited", "okta_jwt_token_cache_hit",
                    "okta_jwt_token_cache_miss", "okta_jwt_jwks_age_s",
                    "okta_jwt_jwks_fetch_failure", "okta_jwt_decision_time_us_bucket",
-                   "histogram_quantile"):
+                   "histogram_quantile", "okta_jwt_introspection_calls", "by (provider, class)",
+                   "okta_jwt_introspection_cache_hit", "okta_jwt_introspection_cache_miss",
+                   "okta_jwt_introspection_breaker"):
         assert needed in exprs, needed
 
 
@@ -201,9 +255,10 @@ def test_the_rules_cover_what_the_issue_asks_for():
     assert re.search(r'reason=~"[^"]*bad_signature[^"]*"', text)
     assert re.search(r'reason=~"[^"]*unknown_kid[^"]*"', text)
     assert "okta_jwt_ratelimit_limited" in text
-    # Introspection is not in this release: its rule waits, commented out, in the file.
-    assert "introspection_unavailable" not in text
-    assert "# - alert: OktaJwtIntrospectionFailing" in RULES.read_text()
+    assert 'okta_jwt_denied{reason="introspection_unavailable"}' in exprs[
+        "OktaJwtIntrospectionFailing"]
+    assert "okta_jwt_introspection_breaker" in exprs["OktaJwtIntrospectionBreakerOpen"]
+    assert "# - alert:" not in RULES.read_text(), "no rule waits commented out"
 
 
 def promtool() -> str:
@@ -357,7 +412,8 @@ PROMETHEUS_WAIT_S = 60  # scrapes and evaluations every second; a loaded machine
 # The others (rate limits, cache hits ...) are checked to run: this traffic may leave them 0.
 MUST_HAVE_DATA = ("Allowed and denied requests", "Denied by reason", "Denied share (5m)",
                   "Denials by reason in the time range", "Decision time", "Key set age",
-                  "Seconds until the keys go stale", "Usable keys")
+                  "Seconds until the keys go stale", "Usable keys",
+                  "Introspection calls by class", "Introspection breaker")
 
 
 class Prometheus:
@@ -411,9 +467,11 @@ def prometheus(stack, tmp_path_factory) -> Prometheus:
 def test_prometheus_scrapes_envoy_and_the_dashboard_queries_have_data(prometheus, envoy, idp):
     targets = prometheus.api("targets")["activeTargets"]
     assert [(t["health"], t["lastError"]) for t in targets] == [("up", "")], targets
+    opaque = idp.mint_opaque()
     for _ in range(5):
         assert envoy.get("/api/orders", idp.mint()).status == 200
         assert envoy.get("/api/orders").status == 401
+        assert envoy.get(OPAQUE_PATH, opaque).status == 200
     harness.wait_until(lambda: prometheus.query("increase(okta_jwt_allowed[1m]) > 0"),
                        PROMETHEUS_WAIT_S, "a scrape after the traffic")
     # Envoy publishes histograms at its stats flush (every 5 s).
@@ -429,11 +487,17 @@ def test_prometheus_scrapes_envoy_and_the_dashboard_queries_have_data(prometheus
         substitute_grafana_variables(next(e for w, e, _ in dashboard_queries()
                                           if "'Denied by reason'" in w)))
     assert "missing_token" in {r["metric"]["reason"] for r in by_reason}, by_reason
+    calls = prometheus.query(
+        substitute_grafana_variables(next(e for w, e, _ in dashboard_queries()
+                                          if "'Introspection calls by class'" in w)))
+    assert {(INTROSPECTING, "active")} <= {(r["metric"]["provider"], r["metric"]["class"])
+                                           for r in calls}, calls
 
 
 @pytest.mark.local_only
 def test_the_rules_evaluate_and_the_broken_provider_alerts(prometheus, envoy, idp):
     assert envoy.get("/broken", idp.mint(server="broken")).status == 503
+    failed_introspection(envoy, idp)
     groups = prometheus.api("rules")["groups"]
     loaded = {r["name"]: r for g in groups for r in g["rules"]}
     assert set(loaded) == {r["alert"] for r in rules()}, sorted(loaded)
@@ -441,7 +505,8 @@ def test_the_rules_evaluate_and_the_broken_provider_alerts(prometheus, envoy, id
     def alerts() -> list[dict] | None:
         found = prometheus.api("alerts")["alerts"]
         names = {a["labels"]["alertname"] for a in found}
-        wanted = {"OktaJwtNoSigningKeys", "OktaJwtRequestsRefusedWithoutKeys"}
+        wanted = {"OktaJwtNoSigningKeys", "OktaJwtRequestsRefusedWithoutKeys",
+                  "OktaJwtIntrospectionFailing"}
         return found if wanted <= names else None
 
     found = harness.wait_until(alerts, PROMETHEUS_WAIT_S, "the broken provider's alerts")
@@ -455,6 +520,8 @@ def test_the_rules_evaluate_and_the_broken_provider_alerts(prometheus, envoy, id
     no_keys = [a for a in found if a["labels"]["alertname"] == "OktaJwtNoSigningKeys"]
     assert [a["labels"]["provider"] for a in no_keys] == ["broken"], no_keys
     assert no_keys[0]["annotations"]["runbook"] == "docs/troubleshooting.md#jwks_unavailable"
+    # One failed call: 503s, but the breaker stays closed.
+    assert "OktaJwtIntrospectionBreakerOpen" not in {a["labels"]["alertname"] for a in found}
 
 
 # --- the troubleshooting guide -----------------------------------------------------------------
@@ -463,7 +530,9 @@ EXAMPLES = REPO / "docs" / "examples" / "troubleshooting"
 CLI_RUN_TIMEOUT_S = 30
 # Reasons whose explain session cannot end in that denial, and why.
 NOT_REPLAYABLE = {"rate_limited": "explain starts with full buckets, like a fresh Envoy",
-                  "dpop_replay_full": "explain starts with an empty DPoP replay record"}
+                  "dpop_replay_full": "explain starts with an empty DPoP replay record",
+                  "inactive_token": "explain makes no network call, so it never gets an "
+                                    "introspection answer (active or not)"}
 
 
 def guide_text() -> str:
