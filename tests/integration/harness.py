@@ -41,7 +41,7 @@ class HarnessError(RuntimeError):
 
 
 # The authorization servers that envoy/filter.json.tmpl and the tests use.
-IDP_SERVERS = "default,second,strict,rotating,broken"
+IDP_SERVERS = "default,second,strict,rotating,broken,org"
 
 def _target_dir() -> Path:
     return REPO / os.environ.get("CARGO_TARGET_DIR", "target")  # an absolute value wins
@@ -305,18 +305,34 @@ def _to_ecds(config: Path, workdir: Path, filter_config: dict) -> EcdsFile:
     return ecds
 
 
+def _with_vm_env(config: Path, vm_env: dict[str, str]) -> None:
+    """Give the filter's Wasm VM these environment variables (Envoy
+    `vm_config.environment_variables.key_values`), read by `{"env": NAME}` secrets."""
+    import yaml
+
+    bootstrap = yaml.safe_load(config.read_text())
+    filters = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+    wasm = filters[0]["typed_config"]["http_filters"][0]["typed_config"]
+    wasm["config"]["vm_config"]["environment_variables"] = {"key_values": dict(vm_env)}
+    config.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+
+
 def start_envoy(logdir: Path, variables: dict[str, str], filter_config: dict | None = None,
                 name: str = "envoy", concurrency: int = 2,
-                ecds: list[EcdsFile] | None = None) -> Process:
+                ecds: list[EcdsFile] | None = None,
+                vm_env: dict[str, str] | None = None) -> Process:
     """Render the bootstrap into `logdir` and start Envoy; does not wait for readiness.
 
     Two workers so that per-process sharing (rate limits, JWKS refetches) is exercised. The
     access log is flushed every 100 ms (Envoy's default: 10 s), so that tests waiting for a
     request's line see it at once. With `ecds` (a list), the filter's configuration is served
     from an ECDS file instead of the bootstrap, and its `EcdsFile` is appended to the list.
+    `vm_env` sets environment variables of the filter's Wasm VM.
     """
     config = logdir / f"{name}.yaml"
     render.render(config, variables, filter_config=filter_config)
+    if vm_env:
+        _with_vm_env(config, vm_env)
     if ecds is not None:
         ecds.append(_to_ecds(config, logdir, filter_config
                              if filter_config is not None
@@ -390,11 +406,11 @@ def start_stack(workdir: Path, *, envoy_port: int = 0, admin_port: int = 0,
                 attempts: int = 3,
                 filter_config: Callable[[dict[str, str]], dict] | None = None,
                 idp_args: Sequence[str] = (), idp_url: str | None = None,
-                ecds: bool = False) -> Stack:
+                ecds: bool = False, vm_env: dict[str, str] | None = None) -> Stack:
     """Start mock IdP, echo upstream and Envoy; port 0 means "pick a free one".
 
     With `ecds`, the filter's configuration is an ECDS file (`Stack.ecds`) that a test can
-    replace while Envoy runs.
+    replace while Envoy runs. `vm_env`: environment variables of the filter's Wasm VM.
 
     `filter_config` maps the template variables (`IDP_URL`, ...) to the filter configuration
     (default: envoy/filter.json.tmpl). `idp_args` are extra `mock-idp` arguments. With
@@ -429,7 +445,7 @@ def start_stack(workdir: Path, *, envoy_port: int = 0, admin_port: int = 0,
             ecds_files.clear()
             return start_envoy(workdir, variables, concurrency=concurrency,
                                filter_config=filter_config and filter_config(variables),
-                               ecds=ecds_files if ecds else None)
+                               ecds=ecds_files if ecds else None, vm_env=vm_env)
 
         envoy, ports = start_envoy_on_free_ports(
             envoy_on, {"listen": envoy_port, "admin": admin_port}, admin="admin",
