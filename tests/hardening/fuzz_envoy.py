@@ -292,7 +292,7 @@ def mutate(rng: random.Random, token: str, kids: list[str]) -> tuple[str, str]:
     parts = token.split(".")
     kind = rng.choice(["bitflip", "bitflip", "char", "truncate", "alg", "kid", "padding",
                        "segments", "claims", "dupkey", "alphabet", "spaces", "othersig",
-                       "huge", "unicode", "empty_sig"])
+                       "huge", "unicode", "empty_sig", "lastchar"])
     if kind == "bitflip":
         i = rng.randrange(3)
         raw = bytearray(b64url_decode(parts[i]))
@@ -306,6 +306,11 @@ def mutate(rng: random.Random, token: str, kids: list[str]) -> tuple[str, str]:
             j = rng.randrange(len(parts[i]))
             parts[i] = parts[i][:j] + rng.choice(B64) + parts[i][j + 1:]
         return ".".join(parts), f"char:{'hps'[i]}"
+    if kind == "lastchar":
+        # The last character of a signature has unused low bits: some changes keep its bytes
+        # (`equivalent`), which a strict decoder refuses and a lenient one reads as the same.
+        parts[2] = parts[2][:-1] + rng.choice(B64)
+        return ".".join(parts), "lastchar"
     if kind == "truncate":
         return token[:rng.randrange(len(token))], "truncate"
     header = _seg(token, 0) or {}
