@@ -122,7 +122,12 @@ impl Root {
             config.rules.len(),
             gate.verifier_name()
         );
-        if config.has_rate_limits() || config.remote_providers().next().is_some() {
+        // The tick answers requests that waited for another stream's introspection call,
+        // expires waits and re-sends orphaned calls, so introspection needs it too.
+        if config.has_rate_limits()
+            || config.introspects
+            || config.remote_providers().next().is_some()
+        {
             let _ = host::set_tick_period(TICK);
         }
         self.plugin = Some(Rc::new(Plugin {

@@ -643,9 +643,6 @@ def wide_config(variables: dict[str, str]) -> dict:
     return config
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="filter bug: with no remote-key provider and no rate "
-                   "limit the root never sets its tick, so requests that join an introspection "
-                   "call in flight are never answered (src/shell/root.rs set_tick_period)")
 def test_an_opaque_only_configuration_answers_every_request_of_a_burst(tmp_path_factory,
                                                                        key_dir):
     with own_stack(tmp_path_factory.mktemp("introspection-opaque-only"), key_dir,

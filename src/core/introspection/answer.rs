@@ -22,7 +22,8 @@ pub enum Answer {
 /// Why a call gave no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// No response: connection failure, reset or timeout.
+    /// No response at all. Envoy answers most of these itself (a timeout with 504, a
+    /// connection refused or dropped with 503), and those count as `Status5xx`.
     Transport,
     Status4xx,
     Status5xx,
