@@ -112,6 +112,36 @@ bench-wrk:
 bench-memory:
 	$(MAKE) bench BENCH_MEMORY=1
 
+## fuzz: every cargo-fuzz target (fuzz/) for FUZZ_SECONDS each, one after the other on one
+## core, from fuzz/seeds and the corpus earlier runs grew; a crash stops it, its input saved
+## under fuzz/artifacts/TARGET/ (fuzz/README.md). FUZZ_TARGETS picks some; fuzz-smoke is CI's.
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_TARGETS       ?= token jwks config path_match query_cookie records crypto dpop introspection \
+                      decision
+.PHONY: fuzz fuzz-build fuzz-smoke
+# Stable Rust without a sanitizer (-s none); cargo fuzz keeps debug assertions and overflow
+# checks on.
+fuzz-build:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && $(CARGO) fuzz build -s none
+
+fuzz: fuzz-build
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t artifacts/$$t seeds/$$t; \
+	  log=artifacts/$$t/last-run.log; \
+	  if $(CARGO) fuzz run -s none $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+	       -print_final_stats=1 -artifact_prefix=artifacts/$$t/ >$$log 2>&1; then \
+	    echo "fuzz $$t: $$(grep -E '^#[0-9]+ +DONE' $$log | tail -1)"; \
+	  else \
+	    tail -n 40 $$log; \
+	    echo "fuzz $$t FAILED: log fuzz/$$log, input under fuzz/artifacts/$$t/" >&2; exit 1; \
+	  fi; \
+	done
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
+
 ## fuzz-envoy: random and mutated requests at the filter in real Envoy for FUZZ_ENVOY_SECONDS
 ## (FUZZ_ENVOY_SEED to repeat a run); fails on a pass without a valid token, a 5xx, a hang or a
 ## VM failure (tests/hardening/fuzz_envoy.py, docs/hardening.md)
