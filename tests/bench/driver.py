@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -341,7 +342,26 @@ def wrk(ctx: Context, name: str, url: str, seconds: int, *, token: str | None = 
     return json.loads(result.read_text())
 
 
+# A little more than envoy/bench.yaml.tmpl's stats_flush_interval.
+STATS_FLUSH_S = 1.2
 STATS_FILTER = r"okta_jwt|jwt_authn\.|rbac\.|^http\.[a-z_]+\.downstream_rq_[1-5]xx$"
+
+
+def decision_time_totals(envoy: Envoy) -> tuple[float, int]:
+    """The filter's okta_jwt_decision_time_us histogram (the gate's time per decided request,
+    timed in the VM with the host clock, whole microseconds), summed over every VM: its
+    Prometheus sum and count. Envoy's quantiles interpolate within wide buckets; the mean
+    from sum and count does not."""
+    text = urllib.request.urlopen(f"{envoy.admin_url}/stats/prometheus?filter=decision_time",
+                                  timeout=10).read().decode()
+    total, count = 0.0, 0
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if "decision_time_us_sum" in name:
+            total += float(value)
+        elif "decision_time_us_count" in name:
+            count += int(float(value))
+    return total, count
 
 
 @dataclass
@@ -361,6 +381,8 @@ class Run:
     envoy_cpu_us: float  # CPU time of the Envoy under test per request
     stats: dict[str, int]  # Envoy counters that moved during the run
     target_rps: float | None = None
+    # The filter's mean decision time in the VM (us) over the run, when it decided requests.
+    decision_us: float | None = None
     rps_rounds: list[float] = field(default_factory=list)
     # Paced runs only: evenly spaced latency quantiles (us), to pool interleaved runs.
     quantiles: list[float] = field(default_factory=list, repr=False)
@@ -377,7 +399,13 @@ def measure(ctx: Context, envoy: Envoy, workload: str, listener: str, seconds: i
     pids = {"envoy": envoy.pid, "upstream": ctx.upstream.pid}
     wait_for_idle(ctx, pids)
     wrk(ctx, f"{label}-warmup", url, WARMUP_SECONDS, token=token)
+    # Histograms reach the admin at a stats flush (stats_flush_interval, 1 s here): wait for
+    # the one after the warm-up.
+    filter_listener = listener.startswith("wasm")
+    if filter_listener:
+        time.sleep(STATS_FLUSH_S)
     before = client.stats(STATS_FILTER)
+    decisions_before = decision_time_totals(envoy)
     log(f"{workload}: {listener}" + (f" paced at {rate:,.0f} rps" if rate else "")
         + f" for {seconds} s")
     cpu = CpuMeter(pids)
@@ -385,6 +413,9 @@ def measure(ctx: Context, envoy: Envoy, workload: str, listener: str, seconds: i
             token_file=token_file, one_pass=token_file is not None, rate=rate)
     cpu.stop()
     after = client.stats(STATS_FILTER)
+    if filter_listener:
+        time.sleep(STATS_FLUSH_S)
+    decided = [a - b for a, b in zip(decision_time_totals(envoy), decisions_before)]
     duration = (r.get("active_us") or r["duration_us"]) / 1e6
     run = Run(workload=workload, listener=listener, seconds=round(duration, 3),
               requests=int(r["requests"]), rps=round(r["requests"] / duration, 1),
@@ -395,7 +426,8 @@ def measure(ctx: Context, envoy: Envoy, workload: str, listener: str, seconds: i
               envoy_cpu_us=round(cpu.seconds["envoy"] * 1e6 / max(1, r["requests"]), 1),
               stats={k: v - before.get(k, 0) for k, v in sorted(after.items())
                      if v != before.get(k, 0)},
-              target_rps=rate or None, quantiles=[float(q) for q in r.get("quantiles") or []])
+              target_rps=rate or None, quantiles=[float(q) for q in r.get("quantiles") or []],
+              decision_us=round(decided[0] / decided[1], 2) if decided[1] else None)
     log(f"  {run.rps:,.0f} rps, p50 {run.p50_us:.0f} us, p99 {run.p99_us:.0f} us, "
         f"Envoy {run.envoy_cpu_us:.0f} us CPU per request, statuses {run.statuses}, "
         f"CPUs busy: {cpu_text(run.cpu)}")

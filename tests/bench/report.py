@@ -122,12 +122,13 @@ def report(workloads: list[WorkloadResult], latency: dict) -> tuple[str, list[di
                          *ratios, f"{r.p50_us:,.0f}", f"{r.p99_us:,.0f}",
                          f"{r.envoy_cpu_us:.0f}",
                          f"{r.envoy_cpu_us - none.envoy_cpu_us:+.0f}" if none else "-",
+                         f"{r.decision_us:.1f}" if r.decision_us is not None else "-",
                          " ".join(f"{s}:{n}" for s, n in r.statuses.items()),
                          mib(r.rss_after_kib), cpu_cell(r)])
     header = ["workload", "listener", "secs", "rps",
               *([f"rps in {rounds} rounds"] if rounds > 1 else []),
               *(BASE_LABEL[b] for b in BASES), "p50 us", "p99 us", "CPU us/req",
-              "CPU - none", "statuses", "RSS MiB", CPU_HEADER]
+              "CPU - none", "decide us", "statuses", "RSS MiB", CPU_HEADER]
     out = [table(header, rows)]
     out.append("\nEnvoy RSS (MiB), idle -> after the workload: " + "; ".join(
         f"{w.name} " + ", ".join(f"{mib(idle)} -> {mib(after)}" for idle, after in w.rss_kib)
@@ -157,7 +158,8 @@ def report(workloads: list[WorkloadResult], latency: dict) -> tuple[str, list[di
     targets = target_results(workloads, latency)
     out.append("\nx cached, x floor, x native, x none: requests/s over native_cached's, floor's, "
                "native's, none's\nin the same Envoy, median of the rounds' ratios. CPU - none: "
-               "Envoy CPU us per request over none's.")
+               "Envoy CPU us per request over none's. decide us: the filter's mean\n"
+               "okta_jwt_decision_time_us over the run (the gate's time in the VM, host clock).")
     out.append("\nIssue 13 targets:")
     out.append(targets_text(targets) + cpu_notes(runs))
     return "\n".join(out), targets
