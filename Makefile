@@ -132,7 +132,7 @@ fuzz: fuzz-build
 	  log=artifacts/$$t/last-run.log; \
 	  if $(CARGO) fuzz run -s none $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) \
 	       -print_final_stats=1 -artifact_prefix=artifacts/$$t/ >$$log 2>&1; then \
-	    echo "fuzz $$t: $$(grep -E '^#[0-9]+ +DONE' $$log | tail -1)"; \
+	    echo "fuzz $$t: $$(grep -E '^#[0-9]+[[:space:]]+DONE' $$log | tail -1)"; \
 	  else \
 	    tail -n 40 $$log; \
 	    echo "fuzz $$t FAILED: log fuzz/$$log, input under fuzz/artifacts/$$t/" >&2; exit 1; \
