@@ -155,7 +155,8 @@ fn decide(a: &Explain, config: &Config, keys: &Files, token: &str) -> Outcome {
         path: &path,
         headers: &headers,
         client_ip: a.client_ip.as_deref(),
-        client_cert: None,
+        // No connection: no client certificate.
+        client_cert: crate::core::request::view::ClientCert::Absent,
     };
     let d = pipeline::decide(&mut env, &incoming);
     let d = pipeline::charge_failure(&env, &incoming, d);
@@ -180,6 +181,8 @@ pub fn report(config: &Config, d: &Decision) -> Value {
         // The files are all there is; a wait can only be for keys that never come.
         Verdict::Wait { .. } => (Some(Reason::JwksUnavailable), None),
         Verdict::Introspect { .. } => (Some(Reason::IntrospectionUnavailable), None),
+        // explain has no connection, so it never asks for a certificate; total all the same.
+        Verdict::NeedClientCert => (Some(Reason::CertificateMismatch), None),
     };
     let (status, www) = match reason {
         None => (200, None),

@@ -7,10 +7,15 @@ use proxy_wasm::hostcalls;
 
 use super::host;
 
+use crate::core::decision::env::SavedRequest;
+use crate::core::decision::outcome::{Decision, Outcome};
+use crate::core::denial::Reason;
 use crate::core::gate::action::Action;
+use crate::core::gate::state::Handled;
 use crate::core::keys::lifecycle::{FetchOutcome, FetchRequest};
 
 use super::apply::{self, Applied};
+use super::http;
 use super::introspection;
 use super::plugin::Plugin;
 use super::root::now_ms;
@@ -43,10 +48,14 @@ fn run_one(plugin: &Plugin, action: Action) -> Vec<Action> {
             decision,
             request,
         } => {
-            if host::set_effective_context(context).is_ok() {
-                if let Applied::Continue = apply::apply(plugin, context, &decision, &request) {
-                    let _ = host::resume_http_request();
-                }
+            if host::set_effective_context(context).is_err() {
+                return Vec::new();
+            }
+            if decision.outcome == Outcome::NeedClientCert {
+                return with_certificate(plugin, context, request);
+            }
+            if let Applied::Continue = apply::apply(plugin, context, &decision, &request) {
+                let _ = host::resume_http_request();
             }
         }
         Action::Fetch {
@@ -95,6 +104,36 @@ fn run_one(plugin: &Plugin, action: Action) -> Vec<Action> {
             for (rule, limit, in_use) in gauges {
                 plugin.metrics.buckets(rule, limit, in_use);
             }
+        }
+    }
+    Vec::new()
+}
+
+/// A parked request that turned out to need its certificate (the effective context is its
+/// stream): read it, and decide again.
+fn with_certificate(plugin: &Plugin, context: u32, mut request: SavedRequest) -> Vec<Action> {
+    let Ok(cert) = http::client_cert() else {
+        let d = Decision::rejected(Reason::JwksUnavailable, "host call failed");
+        apply::apply(plugin, context, &d, &request);
+        return Vec::new();
+    };
+    request.client_cert = Some(cert);
+    let handled = plugin
+        .gate
+        .borrow_mut()
+        .on_request(context, request, now_ms());
+    match handled {
+        Handled::Decided(d, req) => {
+            if let Applied::Continue = apply::apply(plugin, context, &d, &req) {
+                let _ = host::resume_http_request();
+            }
+        }
+        Handled::Parked(None) => {}
+        Handled::Parked(Some(call)) => return introspection::send(plugin, &call),
+        // The gate asks once, and only while the certificate is unread.
+        Handled::NeedClientCert(req) => {
+            let d = Decision::rejected(Reason::CertificateMismatch, "no client certificate");
+            apply::apply(plugin, context, &d, &req);
         }
     }
     Vec::new()

@@ -55,7 +55,10 @@ pub fn apply(plugin: &Plugin, context_id: u32, d: &Decision, req: &SavedRequest)
             }
             Applied::Continue
         }
-        Outcome::Deny { .. } | Outcome::Wait { .. } | Outcome::Introspect { .. } => {
+        Outcome::Deny { .. }
+        | Outcome::Wait { .. }
+        | Outcome::Introspect { .. }
+        | Outcome::NeedClientCert => {
             deny(plugin, d, req);
             Applied::Responded
         }

@@ -74,7 +74,8 @@ fn read_request(
         path,
         headers,
         client_ip,
-        client_cert: client_cert()?,
+        // Read only when a token turns out to be certificate-bound (`Handled::NeedClientCert`).
+        client_cert: None,
     }))
 }
 
@@ -87,7 +88,7 @@ fn connection_scheme() -> Result<&'static str, HostError> {
 
 /// The downstream client certificate's thumbprint, for certificate-bound tokens (RFC 8705).
 /// Absent on a connection without TLS or without a client certificate.
-fn client_cert() -> Result<Option<String>, HostError> {
+pub fn client_cert() -> Result<Option<String>, HostError> {
     let hex = property(&["connection", "sha256_peer_certificate_digest"])?;
     Ok(hex.and_then(|h| request::cert_thumbprint_from_hex(std::str::from_utf8(&h).ok()?)))
 }
@@ -144,14 +145,32 @@ impl HttpContext for Http {
             }
         };
         let started = now_us();
-        let handled =
+        let mut handled =
             self.plugin
                 .gate
                 .borrow_mut()
                 .on_request(self.context_id, req, started / 1000);
+        if let Handled::NeedClientCert(mut req) = handled {
+            req.client_cert = match client_cert() {
+                Ok(c) => Some(c),
+                Err(_) => {
+                    let d = Decision::rejected(Reason::JwksUnavailable, "host call failed");
+                    apply::apply(&self.plugin, self.context_id, &d, &req);
+                    return Action::Pause;
+                }
+            };
+            handled =
+                self.plugin
+                    .gate
+                    .borrow_mut()
+                    .on_request(self.context_id, req, started / 1000);
+        }
+        // One request in DECISION_TIME_SAMPLE pays the second clock read and the histogram.
         if let Handled::Decided(..) = handled {
-            let spent = now_us().saturating_sub(started);
-            self.plugin.metrics.decision_time(spent);
+            if self.plugin.sample_decision_time() {
+                let spent = now_us().saturating_sub(started);
+                self.plugin.metrics.decision_time(spent);
+            }
         }
         match handled {
             Handled::Parked(None) => Action::Pause,
@@ -166,6 +185,12 @@ impl HttpContext for Http {
                     Applied::Continue => Action::Continue,
                     Applied::Responded => Action::Pause,
                 }
+            }
+            // The gate asks once, and only while the certificate is unread.
+            Handled::NeedClientCert(req) => {
+                let d = Decision::rejected(Reason::CertificateMismatch, "no client certificate");
+                apply::apply(&self.plugin, self.context_id, &d, &req);
+                Action::Pause
             }
         }
     }

@@ -25,9 +25,23 @@ pub struct Plugin {
     /// on the next tick, from the root context, rather than re-entering Envoy's filter
     /// chain from inside that stream's callback.
     pub deferred: RefCell<Vec<Action>>,
+    /// Requests decided since the last decision-time sample.
+    pub decided: std::cell::Cell<u32>,
 }
 
+/// One request in this many records its decision time: the second clock read and the
+/// histogram are host calls, and a sample describes the distribution as well.
+pub const DECISION_TIME_SAMPLE: u32 = 16;
+
 impl Plugin {
+    /// Whether this request's decision time is recorded (the first, then one in
+    /// `DECISION_TIME_SAMPLE`).
+    pub fn sample_decision_time(&self) -> bool {
+        let n = self.decided.get();
+        self.decided.set((n + 1) % DECISION_TIME_SAMPLE);
+        n == 0
+    }
+
     pub fn provider_name(&self, provider: Option<usize>) -> &str {
         provider
             .and_then(|p| self.config.providers.get(p))

@@ -136,6 +136,7 @@ impl Root {
             metrics,
             rate_headers: RefCell::new(HashMap::new()),
             deferred: RefCell::new(Vec::new()),
+            decided: std::cell::Cell::new(0),
         }));
         Ok(())
     }

@@ -237,7 +237,7 @@ mod tests {
                 path,
                 headers: &headers,
                 client_ip: Some(ip),
-                client_cert: None,
+                client_cert: crate::core::request::view::ClientCert::Unread,
             };
             // As the gate does: decide, then charge a failure once.
             let d = decide(&mut env, &incoming);
@@ -361,7 +361,7 @@ mod tests {
             headers: &[],
             client_ip: Some("10.0.0.1".parse().unwrap()),
             raw_path: "/",
-            client_cert: None,
+            client_cert: crate::core::request::view::ClientCert::Unread,
         };
         let outcomes: Vec<Option<Reason>> = (0..5)
             .map(|_| reason(&count_failure(&env, &req, bad.clone())))

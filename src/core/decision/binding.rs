@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use crate::core::config::model::{DpopMode, Provider};
 use crate::core::config::rule::is_dpop_scheme;
 use crate::core::denial::{Denial, Reason};
-use crate::core::request::view::Request;
+use crate::core::request::view::{ClientCert, Request};
 use crate::core::token::dpop::{self, Checked, Expect};
 use crate::core::token::replay::{self, Recorded};
 
@@ -26,6 +26,15 @@ pub fn check(
     let cnf = id.claims.get("cnf").and_then(Value::as_object);
     let under_dpop = is_dpop_scheme(id.source);
     let bound = cnf.is_some_and(|c| c.contains_key("jkt"));
+    // Before the DPoP proof, whose jti is recorded once it passes: a decision that stops
+    // here to have the certificate read is made again from the start.
+    let x5t = cnf.and_then(|c| c.get("x5t#S256"));
+    if x5t.is_some() || p.mtls_binding {
+        if req.client_cert == ClientCert::Unread {
+            return Err(Halt::NeedClientCert);
+        }
+        d.step("certificate", certificate(req, x5t))?;
+    }
     if under_dpop || bound || p.dpop.mode != DpopMode::Disabled {
         let checked = d.step("dpop", proof(env, req, id, cnf))?;
         if let Some(c) = checked {
@@ -36,10 +45,6 @@ pub fn check(
     // A proof goes upstream only with its token.
     if !p.forward_token && req.header("dpop").is_some() {
         d.ops.push(HeaderOp::Remove("dpop".into()));
-    }
-    let x5t = cnf.and_then(|c| c.get("x5t#S256"));
-    if x5t.is_some() || p.mtls_binding {
-        d.step("certificate", certificate(req, x5t))?;
     }
     Ok(())
 }
@@ -176,8 +181,8 @@ fn certificate(req: &Request<'_>, x5t: Option<&Value>) -> Result<(), Denial> {
         );
     };
     match (x5t.as_str(), req.client_cert) {
-        (Some(want), Some(got)) if want == got => Ok(()),
-        (_, None) => deny(
+        (Some(want), ClientCert::Thumbprint(got)) if want == got => Ok(()),
+        (_, ClientCert::Absent | ClientCert::Unread) => deny(
             Reason::CertificateMismatch,
             "certificate-bound token and no client certificate",
         ),
@@ -286,6 +291,15 @@ mod tests {
         path: &str,
         headers: &[(&str, &str)],
         cert: Option<&str>,
+    ) -> Decision {
+        run_with(store, path, headers, ClientCert::from_option(cert))
+    }
+
+    fn run_with(
+        store: &dyn SharedStore,
+        path: &str,
+        headers: &[(&str, &str)],
+        cert: ClientCert<'_>,
     ) -> Decision {
         let config = cfg();
         let keys = keys();
@@ -437,5 +451,45 @@ mod tests {
             go("/mtls", &unbound, Some(x5t)),
             Some(Reason::CertificateMismatch)
         );
+    }
+
+    #[test]
+    fn the_certificate_is_asked_for_only_for_bound_tokens_and_before_the_proof() {
+        let store = MemoryStore::default();
+        let x5t = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2";
+        let bound = format!("Bearer {}", token(json!({"x5t#S256": x5t})));
+        let unbound = format!("Bearer {}", token(json!({})));
+        let at = |auth: &str, path: &str, cert| {
+            run_with(&store, path, &[("authorization", auth)], cert).outcome
+        };
+        // An unbound token never costs the read, unless the provider requires binding.
+        assert_eq!(
+            at(&unbound, "/disabled", ClientCert::Unread),
+            Outcome::Allow
+        );
+        assert_eq!(
+            at(&unbound, "/mtls", ClientCert::Unread),
+            Outcome::NeedClientCert
+        );
+        assert_eq!(
+            at(&bound, "/disabled", ClientCert::Unread),
+            Outcome::NeedClientCert
+        );
+        assert_eq!(
+            at(&bound, "/disabled", ClientCert::Thumbprint(x5t)),
+            Outcome::Allow
+        );
+        // Bound to both a DPoP key and a certificate: asking for the certificate records no
+        // jti, so the same proof passes when the decision is made again with it.
+        let both = token(json!({"x5t#S256": x5t, "jkt": jkt()}));
+        let p = proof("/allowed", &both, "once");
+        let auth = format!("DPoP {both}");
+        let headers = [("authorization", auth.as_str()), ("dpop", p.as_str())];
+        let first = run_with(&store, "/allowed", &headers, ClientCert::Unread);
+        assert_eq!(first.outcome, Outcome::NeedClientCert);
+        let again = run_with(&store, "/allowed", &headers, ClientCert::Thumbprint(x5t));
+        assert_eq!(again.outcome, Outcome::Allow);
+        let replayed = run_with(&store, "/allowed", &headers, ClientCert::Thumbprint(x5t));
+        assert_eq!(reason(&replayed), Some(Reason::InvalidDpopProof));
     }
 }

@@ -6,7 +6,7 @@ use crate::core::crypto::verifier::SignatureVerifier;
 use crate::core::introspection::answers::Answers;
 use crate::core::keys::state::KeySource;
 use crate::core::ratelimit::hash_key::KeyHasher;
-use crate::core::request::view::Headers;
+use crate::core::request::view::{ClientCert, Headers};
 use crate::core::store::SharedStore;
 use crate::core::token::cache::TokenCache;
 
@@ -40,7 +40,7 @@ pub struct Incoming<'r> {
     /// The downstream address without its port, when something keys on it.
     pub client_ip: Option<&'r str>,
     /// The client certificate's SHA-256 thumbprint, base64url (see `Request::client_cert`).
-    pub client_cert: Option<&'r str>,
+    pub client_cert: ClientCert<'r>,
 }
 
 /// A request's inputs, owned, so a parked request can be decided again later.
@@ -52,7 +52,8 @@ pub struct SavedRequest {
     /// Read only when something keys on it.
     pub client_ip: Option<String>,
     /// Read only when a provider may need it (certificate-bound tokens).
-    pub client_cert: Option<String>,
+    /// `None` until the shell read it (see `ClientCert`); then the thumbprint, if any.
+    pub client_cert: Option<Option<String>>,
 }
 
 impl SavedRequest {
@@ -62,7 +63,10 @@ impl SavedRequest {
             path: &self.path,
             headers: &self.headers,
             client_ip: self.client_ip.as_deref(),
-            client_cert: self.client_cert.as_deref(),
+            client_cert: match &self.client_cert {
+                None => ClientCert::Unread,
+                Some(t) => ClientCert::from_option(t.as_deref()),
+            },
         }
     }
 

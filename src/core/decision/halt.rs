@@ -22,6 +22,9 @@ pub enum Halt {
         refetch: bool,
         detail: &'static str,
     },
+    /// Decide again once the shell has read the client certificate (a certificate-bound
+    /// token; the read is a host call, made only then).
+    NeedClientCert,
     /// Decide again once the introspection answer for this token is in (see
     /// `Outcome::Introspect`).
     Introspect {

@@ -28,6 +28,8 @@ pub enum Outcome {
         provider: usize,
         refetch: bool,
     },
+    /// Decide again with the client certificate read (see `Halt::NeedClientCert`).
+    NeedClientCert,
     /// Decide again once the provider's introspection endpoint answered for this token: the
     /// gate starts the call (or joins the one in flight) with `token`.
     Introspect {

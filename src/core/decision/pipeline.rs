@@ -225,6 +225,11 @@ fn halted(mut d: Decision, halt: Halt) -> Decision {
             d.detail = detail;
             d
         }
+        Halt::NeedClientCert => {
+            d.outcome = Outcome::NeedClientCert;
+            d.detail = "the client certificate is needed";
+            d
+        }
         Halt::Introspect {
             provider,
             key,
@@ -428,7 +433,7 @@ mod tests {
                 path,
                 headers: &headers,
                 client_ip: ip,
-                client_cert: None,
+                client_cert: crate::core::request::view::ClientCert::Unread,
             };
             decide(&mut env, &incoming)
         }

@@ -37,6 +37,7 @@ impl Detail for Halt {
             Halt::Wait { refetch: true, .. } => "waits for a refetch of the key set".into(),
             Halt::Wait { .. } => "waits for the first key fetch".into(),
             Halt::Introspect { .. } => "waits for the introspection answer".into(),
+            Halt::NeedClientCert => "needs the client certificate".into(),
         }
     }
 }

@@ -108,6 +108,7 @@ fn decided(h: Handled) -> Decision {
     match h {
         Handled::Decided(d, _) => d,
         Handled::Parked(_) => panic!("parked"),
+        Handled::NeedClientCert(_) => panic!("asks for the certificate"),
     }
 }
 
@@ -116,6 +117,7 @@ fn parked(h: Handled) -> Option<CallRequest> {
     match h {
         Handled::Parked(call) => call,
         Handled::Decided(d, _) => panic!("decided: {:?}", d.outcome),
+        Handled::NeedClientCert(_) => panic!("asks for the certificate"),
     }
 }
 

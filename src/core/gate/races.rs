@@ -141,6 +141,7 @@ fn decided(h: Handled) -> Outcome {
     match h {
         Handled::Decided(d, _) => d.outcome,
         Handled::Parked(_) => panic!("parked"),
+        Handled::NeedClientCert(_) => panic!("asks for the certificate"),
     }
 }
 

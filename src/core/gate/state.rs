@@ -64,6 +64,9 @@ pub enum Handled {
     /// `Action::Answer` will come. With a call: send it from this stream, then report
     /// `Gate::introspection_dispatched` or `Gate::introspection_not_dispatched`.
     Parked(Option<CallRequest>),
+    /// Read the stream's client certificate into the request and hand it back: the token is
+    /// certificate-bound.
+    NeedClientCert(SavedRequest),
 }
 
 struct Caches<'a> {
@@ -181,6 +184,9 @@ impl Gate {
     /// Decides `req`, or parks it when the answer hinges on a fetch that is under way.
     pub fn on_request(&mut self, context: u32, req: SavedRequest, now_ms: u64) -> Handled {
         let mut d = self.decide(now_ms, &req);
+        if d.outcome == Outcome::NeedClientCert && req.client_cert.is_none() {
+            return Handled::NeedClientCert(req);
+        }
         if matches!(d.outcome, Outcome::Introspect { .. }) {
             return self.wait_for_answer(context, d, req, now_ms);
         }

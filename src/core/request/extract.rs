@@ -149,7 +149,7 @@ mod tests {
             headers,
             client_ip: None,
             raw_path: "/",
-            client_cert: None,
+            client_cert: crate::core::request::view::ClientCert::Unread,
         }
     }
 

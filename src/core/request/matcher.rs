@@ -158,7 +158,7 @@ mod tests {
             headers,
             client_ip: None,
             raw_path: path,
-            client_cert: None,
+            client_cert: crate::core::request::view::ClientCert::Unread,
         }
     }
 

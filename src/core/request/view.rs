@@ -18,7 +18,24 @@ pub struct Request<'a> {
     pub raw_path: &'a str,
     /// The downstream TLS client certificate's SHA-256 thumbprint (base64url of the DER's
     /// digest, RFC 8705 section 3.1), when the connection presented one.
-    pub client_cert: Option<&'a str>,
+    pub client_cert: ClientCert<'a>,
+}
+
+/// The client certificate, as far as the shell read it: reading it is a host call, made only
+/// when a token turns out to be certificate-bound (the decision then asks for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientCert<'a> {
+    #[default]
+    Unread,
+    /// No TLS, or no client certificate.
+    Absent,
+    Thumbprint(&'a str),
+}
+
+impl<'a> ClientCert<'a> {
+    pub fn from_option(t: Option<&'a str>) -> ClientCert<'a> {
+        t.map_or(ClientCert::Absent, ClientCert::Thumbprint)
+    }
 }
 
 impl<'a> Request<'a> {
