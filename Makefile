@@ -41,7 +41,7 @@ $(VENV)/.installed: tests/integration/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
-## build: the filter, release and size-optimised (wasm-opt too, if it is on PATH)
+## build: the filter, release at opt-level 3 (wasm-opt too, if it is on PATH)
 build: rust-setup
 	$(CARGO) build --release --target $(WASM_TARGET) -p okta-jwt-filter --lib
 	@if command -v wasm-opt >/dev/null; then \

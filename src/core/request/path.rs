@@ -137,10 +137,25 @@ fn strip_parameters(path: &str, params: PathParameters) -> Result<Option<String>
 
 /// Whether `path` (starting with `/`) is already what `decode_path` and `resolve_segments`
 /// would make of it: no escape, no `\`, no empty segment but a trailing one, no dot segment.
+/// One pass over the bytes: it runs on every request, and three passes cost a sixth of a
+/// cache hit.
 fn is_normal(path: &str) -> bool {
-    !path.bytes().any(|b| b == b'%' || b == b'\\')
-        && !path.contains("//")
-        && path.split('/').all(|s| s != "." && s != "..")
+    let (mut len, mut dots, mut first) = (0usize, 0usize, true);
+    let dot_segment = |len: usize, dots: usize| len == dots && (dots == 1 || dots == 2);
+    for &b in path.as_bytes() {
+        match b {
+            b'%' | b'\\' => return false,
+            b'/' => {
+                if dot_segment(len, dots) || (len == 0 && !first) {
+                    return false;
+                }
+                (len, dots, first) = (0, 0, false);
+            }
+            b'.' => (len, dots) = (len + 1, dots + 1),
+            _ => len += 1,
+        }
+    }
+    !dot_segment(len, dots)
 }
 
 /// Decodes `%XX` for unreserved characters and upper-cases the hex of every other escape.
@@ -259,6 +274,34 @@ fn is_unreserved(b: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    /// The three-pass definition `is_normal` replaced, as the oracle.
+    fn is_normal_oracle(path: &str) -> bool {
+        !path.bytes().any(|b| b == b'%' || b == b'\\')
+            && !path.contains("//")
+            && path.split('/').all(|s| s != "." && s != "..")
+    }
+
+    #[test]
+    fn one_pass_is_normal_agrees_with_its_definition() {
+        // Every string of up to 6 characters over the alphabet that matters.
+        let alphabet = ['/', '.', 'a', '%', '\\'];
+        let mut checked = 0;
+        let mut stack = vec![String::new()];
+        while let Some(s) = stack.pop() {
+            for p in [format!("/{s}"), s.clone()] {
+                assert_eq!(is_normal(&p), is_normal_oracle(&p), "{p:?}");
+                checked += 1;
+            }
+            if s.chars().count() < 6 {
+                for c in alphabet {
+                    stack.push(format!("{s}{c}"));
+                }
+            }
+        }
+        assert!(checked > 10_000);
+    }
+
     use super::*;
 
     fn ok(raw: &str) -> RequestPath<'_> {
