@@ -10,6 +10,7 @@ use okta_jwt_filter::core::decision::env::{Env, Incoming};
 use okta_jwt_filter::core::decision::pipeline;
 use okta_jwt_filter::core::introspection::answers::NoAnswers;
 use okta_jwt_filter::core::ratelimit::charge::{ensure_records, KeyHasher};
+use okta_jwt_filter::core::request::view::ClientCert;
 use okta_jwt_filter::core::token::replay;
 use okta_jwt_filter_fuzz::{fixture, good_claims, CloneStore, InlineKeys, SignAlg, NOW};
 use serde_json::json;
@@ -75,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
             path,
             headers,
             client_ip: Some("10.0.0.1"),
-            client_cert: None,
+            client_cert: ClientCert::Absent,
         };
         let d = pipeline::decide(&mut env, &incoming);
         let _ = pipeline::charge_failure(&env, &incoming, d);

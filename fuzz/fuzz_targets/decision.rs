@@ -27,6 +27,7 @@ use okta_jwt_filter::core::decision::outcome::{Decision, HeaderOp, Outcome};
 use okta_jwt_filter::core::decision::pipeline;
 use okta_jwt_filter::core::introspection::answers::NoAnswers;
 use okta_jwt_filter::core::ratelimit::charge::{ensure_records, KeyHasher};
+use okta_jwt_filter::core::request::view::ClientCert;
 use okta_jwt_filter::core::token::cache::TokenCache;
 use okta_jwt_filter::core::token::{dpop, replay};
 use okta_jwt_filter_fuzz::{
@@ -528,12 +529,12 @@ fuzz_target!(|input: Input<'_>| {
     let mut cache = TokenCache::new(16);
     TEMPLATE.with(|template| {
         let store = Overlay::new(template);
-        let incoming = Incoming {
+        let mut incoming = Incoming {
             method,
             path: &path,
             headers: &headers,
             client_ip: ip,
-            client_cert: cert,
+            client_cert: ClientCert::Unread,
         };
         let mut first_verified = false;
         for round in 0..=u64::from(input.again % 4) {
@@ -550,7 +551,15 @@ fuzz_target!(|input: Input<'_>| {
                 limit_hasher: KeyHasher::new(1, 2),
                 trace: round == 0,
             };
-            let d = pipeline::decide(&mut env, &incoming);
+            // As the gate does: the certificate is read only when the decision asks for it,
+            // and the request decided again from the start.
+            incoming.client_cert = ClientCert::Unread;
+            let mut d = pipeline::decide(&mut env, &incoming);
+            if d.outcome == Outcome::NeedClientCert {
+                incoming.client_cert = ClientCert::from_option(cert);
+                d = pipeline::decide(&mut env, &incoming);
+                assert_ne!(d.outcome, Outcome::NeedClientCert, "asked twice");
+            }
             let d = pipeline::charge_failure(&env, &incoming, d);
             count(&d);
             let verified = verifier

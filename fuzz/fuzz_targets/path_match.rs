@@ -7,7 +7,7 @@ use okta_jwt_filter::core::request::matcher::{
     prefix_fits, HeaderMatch, HeaderMatchKind, Match, PathTemplate,
 };
 use okta_jwt_filter::core::request::path::{normalize, PathError, PathParameters, MAX_PATH_LEN};
-use okta_jwt_filter::core::request::view::Request;
+use okta_jwt_filter::core::request::view::{ClientCert, Request};
 use okta_jwt_filter_fuzz::split_line;
 
 /// The raw path is the input's first line (so attack paths seed the corpus as they are); the
@@ -46,11 +46,54 @@ fn check_normal(path: &str) {
         path.split('/').all(|s| s != "." && s != ".."),
         "dot segment left in {path:?}"
     );
+    // What an upstream that decodes every escape once sees: still no dot segment, separator
+    // or NUL the filter did not see.
+    let decoded = percent_decode(path);
+    assert!(
+        !decoded.contains(&0) && !decoded.contains(&b'\\'),
+        "{path:?}"
+    );
+    assert!(
+        decoded
+            .split(|&b| b == b'/')
+            .all(|s| s != b"." && s != b".."),
+        "{path:?} decodes to a dot segment"
+    );
+    assert_eq!(
+        decoded.iter().filter(|&&b| b == b'/').count(),
+        path.matches('/').count(),
+        "{path:?} decodes to another separator"
+    );
     let upper = path.to_ascii_uppercase();
     assert!(
         !upper.contains("%2F") && !upper.contains("%5C") && !upper.contains("%00"),
         "{path:?}"
     );
+}
+
+/// Every `%XX` decoded, once.
+fn percent_decode(path: &str) -> Vec<u8> {
+    let b = path.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -165,7 +208,7 @@ fn match_rules(input: &Input<'_>, path: &str, query: Option<&str>) {
         headers: &headers,
         client_ip: None,
         raw_path: input.raw,
-        client_cert: None,
+        client_cert: ClientCert::Unread,
     };
     let header_rule = input.header_rule.map(|(name, kind, value)| HeaderMatch {
         name: name.to_ascii_lowercase(),

@@ -5,7 +5,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use okta_jwt_filter::core::request::extract::{self, Found, Source};
-use okta_jwt_filter::core::request::view::Request;
+use okta_jwt_filter::core::request::view::{ClientCert, Request};
 use okta_jwt_filter::core::request::{cookie, query};
 use okta_jwt_filter_fuzz::split_line;
 
@@ -93,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
         headers: &headers,
         client_ip: None,
         raw_path: "/",
-        client_cert: None,
+        client_cert: ClientCert::Unread,
     };
     match extract::extract_one(&sources, &req) {
         Found::One(e) => {
