@@ -27,7 +27,8 @@ pub fn compile_introspection(
     env: EnvLookup<'_>,
 ) -> Result<Introspection, ConfigError> {
     let at = format!("{at}.introspection");
-    let Some((authority, path)) = authority_of(&r.uri).filter(|_| is_http_url(&r.uri)) else {
+    // Only an absolute http(s) URL with an authority has one.
+    let Some((authority, path)) = authority_of(&r.uri) else {
         return err(format!("{at}.uri"), "must be an absolute http(s) URL");
     };
     if r.cluster.is_empty() {
@@ -57,10 +58,6 @@ pub fn compile_introspection(
         breaker_failures: within(&at, "breaker.failures", breaker.failures, 5, 1, 1000)?,
         breaker_cool_down_s: within(&at, "breaker.cool_down_s", breaker.cool_down_s, 10, 1, 3600)?,
     })
-}
-
-fn is_http_url(s: &str) -> bool {
-    s.starts_with("https://") || s.starts_with("http://")
 }
 
 fn secret(at: &str, s: RawSecret, env: EnvLookup<'_>) -> Result<String, ConfigError> {

@@ -42,7 +42,7 @@ impl Gate {
             }
         }
         actions.push(Action::KeyGauges(self.key_gauges(now_ms)));
-        self.tick_introspection(&mut actions);
+        self.tick_introspection(now_ms, &mut actions);
         if self.second_done_s != now_ms / 1000 && self.setup.config.has_rate_limits() {
             self.second_done_s = now_ms / 1000;
             // Adopt the stored hash key: VMs that raced to create it converge on one.

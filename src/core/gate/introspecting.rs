@@ -212,7 +212,7 @@ impl Gate {
     }
 
     /// Seconds a client should wait: until the breaker lets a call through, else 1.
-    fn introspection_retry_s(&mut self, provider: usize, now_ms: u64) -> u64 {
+    fn introspection_retry_s(&self, provider: usize, now_ms: u64) -> u64 {
         let Some(i) = self.introspectors.get(provider).and_then(Option::as_ref) else {
             return 1;
         };
@@ -224,9 +224,32 @@ impl Gate {
         }
     }
 
-    /// Every tick: calls whose sender went away are sent again from the root context while
-    /// requests wait for them (dropped otherwise), and the gauges.
-    pub(super) fn tick_introspection(&mut self, out: &mut Vec<Action>) {
+    /// Every tick: lost calls end as failed (their waiters get 503), calls whose sender went
+    /// away are sent again from the root context while requests wait for them (dropped
+    /// otherwise), and the gauges.
+    pub(super) fn tick_introspection(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        for provider in 0..self.introspectors.len() {
+            let lost = self
+                .introspectors
+                .get(provider)
+                .and_then(Option::as_ref)
+                .map(|i| i.lost(now_ms))
+                .unwrap_or_default();
+            for key in lost {
+                if let Some(i) = self
+                    .introspectors
+                    .get_mut(provider)
+                    .and_then(Option::as_mut)
+                {
+                    i.failed(key, now_ms);
+                }
+                out.push(Action::Introspected {
+                    provider,
+                    class: Failure::TimedOut.class(),
+                });
+                self.settle_answer(provider, key, Err(Failure::TimedOut), now_ms, out);
+            }
+        }
         for (provider, slot) in self.introspectors.iter_mut().enumerate() {
             let Some(i) = slot.as_mut() else { continue };
             let orphans: Vec<(TokenKey, String)> = i

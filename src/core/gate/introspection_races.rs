@@ -444,3 +444,29 @@ fn gauges_every_tick() {
     assert_eq!(gauges.len(), 2);
     assert_eq!(gauges[0].in_flight + gauges[1].in_flight, 1);
 }
+
+#[test]
+fn a_call_never_answered_is_ended_as_lost() {
+    let mut g = gate(json!({}));
+    let call = parked(g.on_request(1, req("/a", "t"), NOW_MS)).unwrap();
+    g.introspection_dispatched(call.provider, call.key, 5);
+    // The waiter gives up at its own deadline (timeout 1000 ms + 1 s).
+    let out = g.on_tick(NOW_MS + 2000);
+    assert_eq!(
+        answers(&out),
+        vec![(1, denied(Reason::IntrospectionUnavailable), Some(1))]
+    );
+    assert!(
+        parked(g.on_request(2, req("/a", "t"), NOW_MS + 2500)).is_none(),
+        "still in flight"
+    );
+    // Past timeout + LOST_AFTER_MS the call is ended: its waiter answered, a new call possible.
+    let out = g.on_tick(NOW_MS + 3000);
+    assert_eq!(classes(&out), vec!["timed_out"]);
+    assert_eq!(
+        answers(&out),
+        vec![(2, denied(Reason::IntrospectionUnavailable), Some(1))]
+    );
+    assert!(!g.is_introspection_call(5));
+    assert!(parked(g.on_request(3, req("/a", "t"), NOW_MS + 3001)).is_some());
+}

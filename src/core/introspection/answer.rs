@@ -35,7 +35,7 @@ pub enum Failure {
     NoActive,
     /// The host refused to start the call.
     NotDispatched,
-    /// The owner of the call went away before its answer; a waiter past its deadline.
+    /// No answer within the call's timeout plus `flights::LOST_AFTER_MS`: the call was lost.
     TimedOut,
 }
 

@@ -21,7 +21,14 @@ struct Flight {
     owner: Option<u32>,
     /// The breaker's test call.
     probe: bool,
+    /// When the first request asked for it, for `lost`.
+    started_ms: u64,
 }
+
+/// A call still without an answer this long past its own timeout was lost (the host answers
+/// every call it keeps, at the latest on its timeout): it is ended as failed, so a stuck call
+/// can never hold a slot of `max_in_flight`, or its token's requests, for ever.
+pub const LOST_AFTER_MS: u64 = 2000;
 
 /// Whether a request needing an answer starts a call or waits for one in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +98,7 @@ impl Introspector {
                 call: None,
                 owner,
                 probe,
+                started_ms: now_ms,
             },
         );
         Ok(Begin::Start)
@@ -164,6 +172,16 @@ impl Introspector {
             .iter()
             .filter(|(_, f)| f.call.is_none() && f.owner.is_none())
             .map(|(k, f)| (*k, &f.token))
+    }
+
+    /// Calls past their timeout plus `LOST_AFTER_MS`, to end as failed with [`Introspector::failed`].
+    pub fn lost(&self, now_ms: u64) -> Vec<TokenKey> {
+        let limit = self.settings.timeout_ms.saturating_add(LOST_AFTER_MS);
+        self.flights
+            .iter()
+            .filter(|(_, f)| now_ms.saturating_sub(f.started_ms) >= limit)
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     /// Forgets a call nobody waits for any more.
@@ -284,5 +302,16 @@ mod tests {
         i.drop_flight(TokenKey(1));
         assert_eq!(i.in_flight(), 0);
         assert!(!i.owns_call(12));
+    }
+
+    #[test]
+    fn a_call_never_answered_is_lost_after_its_timeout_and_a_grace() {
+        let mut i = Introspector::new(settings(8));
+        i.begin(TokenKey(1), "t", Some(7), 0).unwrap();
+        i.begin(TokenKey(2), "u", Some(7), 500).unwrap();
+        assert!(i.lost(1000 + LOST_AFTER_MS - 1).is_empty());
+        assert_eq!(i.lost(1000 + LOST_AFTER_MS), vec![TokenKey(1)]);
+        i.failed(TokenKey(1), 3000);
+        assert_eq!(i.in_flight(), 1);
     }
 }
