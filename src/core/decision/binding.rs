@@ -423,18 +423,20 @@ mod tests {
         assert!(dpop_run(&store, "/allowed", &bound, &right).is_allowed());
     }
 
-    #[test]
-    fn certificate_bound_tokens_need_the_certificate() {
-        let store = MemoryStore::default();
+    /// A certificate thumbprint, and `Authorization` values bound to it and not bound.
+    fn cert_bound_and_unbound() -> (&'static str, String, String) {
         let x5t = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2";
         let bound = format!("Bearer {}", token(json!({"x5t#S256": x5t})));
         let unbound = format!("Bearer {}", token(json!({})));
-        let h = |a: &str| vec![("authorization", a.to_owned())];
+        (x5t, bound, unbound)
+    }
+
+    #[test]
+    fn certificate_bound_tokens_need_the_certificate() {
+        let store = MemoryStore::default();
+        let (x5t, bound, unbound) = cert_bound_and_unbound();
         let go = |path: &str, auth: &str, cert: Option<&str>| {
-            let headers = h(auth);
-            let headers: Vec<(&str, &str)> =
-                headers.iter().map(|(a, b)| (*a, b.as_str())).collect();
-            reason(&run(&store, path, &headers, cert))
+            reason(&run(&store, path, &[("authorization", auth)], cert))
         };
         assert_eq!(go("/disabled", &bound, Some(x5t)), None);
         assert_eq!(go("/mtls", &bound, Some(x5t)), None);
@@ -456,9 +458,7 @@ mod tests {
     #[test]
     fn the_certificate_is_asked_for_only_for_bound_tokens_and_before_the_proof() {
         let store = MemoryStore::default();
-        let x5t = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2";
-        let bound = format!("Bearer {}", token(json!({"x5t#S256": x5t})));
-        let unbound = format!("Bearer {}", token(json!({})));
+        let (x5t, bound, unbound) = cert_bound_and_unbound();
         let at = |auth: &str, path: &str, cert| {
             run_with(&store, path, &[("authorization", auth)], cert).outcome
         };
